@@ -1,0 +1,5 @@
+import sys
+
+from dogbooth.cli import main
+
+sys.exit(main())

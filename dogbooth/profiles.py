@@ -1,0 +1,154 @@
+"""Profiles: what differs between local, kind-cpu, kind-gpu and eks, in one typed YAML file each.
+
+The `serve.app` section *is* the Serve app builder's arguments (`services.schemas.AppArgs`), so
+no setting is written in two places.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from dogbooth import REPO_ROOT
+from dogbooth.errors import ProfileError
+from services.models import ModelError, parse_model_ref
+from services.schemas import AppArgs
+
+PROFILES_DIR = REPO_ROOT / "profiles"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RaySettings(_Strict):
+    """The local Ray head (platform local only)."""
+
+    num_cpus: int | None = Field(None, ge=1, description="CPUs Ray may schedule on; null = all cores")
+    gcs_port: int = Field(6390, ge=1024, le=65535)
+    dashboard_port: int = Field(8265, ge=1024, le=65535)
+
+
+class Autoscaling(_Strict):
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(8, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Autoscaling:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError("max_replicas must be >= min_replicas")
+        return self
+
+
+class DeploymentSettings(_Strict):
+    """Ray Serve deployment options of the model deployment."""
+
+    num_replicas: int | None = Field(1, ge=1, description="fixed replicas; null when autoscaling is set")
+    autoscaling: Autoscaling | None = None
+    max_ongoing_requests: int = Field(16, ge=1, description="per replica; must cover one full batch")
+    max_queued_requests: int = Field(32, ge=-1, description="beyond this, requests get a fast 503")
+    num_cpus: float = Field(1, ge=0)
+    num_gpus: float = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _one_scaling_mode(self) -> DeploymentSettings:
+        if self.autoscaling is not None and self.num_replicas is not None:
+            raise ValueError("set either num_replicas or autoscaling, not both (use num_replicas: null)")
+        if self.autoscaling is None and self.num_replicas is None:
+            raise ValueError("set num_replicas or autoscaling")
+        return self
+
+
+class ServeSettings(_Strict):
+    host: str = Field("127.0.0.1", description="Serve HTTP bind address; 0.0.0.0 only inside a pod")
+    http_port: int = Field(8000, ge=1, le=65535)
+    request_timeout_s: float = Field(60, gt=0, description="the proxy answers 408 past this")
+    app: AppArgs = AppArgs()
+    deployment: DeploymentSettings = DeploymentSettings()
+
+    @model_validator(mode="after")
+    def _batch_fits(self) -> ServeSettings:
+        batch = self.app.batching.max_batch_size
+        if self.deployment.max_ongoing_requests < batch:
+            raise ValueError(
+                f"deployment.max_ongoing_requests ({self.deployment.max_ongoing_requests}) must be at "
+                f"least app.batching.max_batch_size ({batch}), or batches can never fill"
+            )
+        if self.app.device == "cpu" and self.deployment.num_gpus:
+            raise ValueError("app.device is cpu but deployment.num_gpus > 0")
+        return self
+
+
+class Profile(_Strict):
+    name: str
+    description: str = ""
+    platform: Literal["local", "kind", "eks"]
+    ray: RaySettings = RaySettings()
+    serve: ServeSettings = ServeSettings()
+    training_config: str | None = Field(None, description="training/configs/<name>.yaml for this profile")
+    cluster: dict[str, Any] | None = Field(None, description="platform-specific cluster settings")
+
+    @property
+    def source(self) -> Path:
+        return PROFILES_DIR / f"{self.name}.yaml"
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def _format_errors(path: Path, error: ValidationError) -> str:
+    lines = []
+    for e in error.errors():
+        key = ".".join(str(part) for part in e["loc"]) or "(top level)"
+        lines.append(f"{path}: {key}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def load_file(path: Path) -> Profile:
+    """Load and validate one profile file; errors name the file and the key."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ProfileError(f"{path}: cannot read: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise ProfileError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ProfileError(f"{path}: expected a mapping at the top level")
+    if data.get("name", path.stem) != path.stem:
+        raise ProfileError(f"{path}: name: {data.get('name')!r} must match the file name {path.stem!r}")
+    data.setdefault("name", path.stem)
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as e:
+        raise ProfileError(_format_errors(path, e)) from e
+
+
+def load(name: str) -> Profile:
+    """Load `profiles/<name>.yaml`."""
+    path = PROFILES_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ProfileError(f"no profile {name!r} in {PROFILES_DIR}; available: {', '.join(available())}")
+    return load_file(path)
+
+
+def with_overrides(profile: Profile, *, model: str | None = None, port: int | None = None) -> Profile:
+    """Apply command-line overrides, re-validating so they get the same checks as the file."""
+    data = profile.model_dump()
+    if model:
+        try:
+            ref = parse_model_ref(model)
+        except ModelError as e:
+            raise ProfileError(f"--model: {e}") from e
+        # Replicas run elsewhere (another cwd, a pod): a relative path must not reach them.
+        data["serve"]["app"]["model"] = ref.name if ref.kind == "local" else model
+    if port:
+        data["serve"]["http_port"] = port
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as e:
+        raise ProfileError(_format_errors(Path("command line"), e)) from e

@@ -1,0 +1,145 @@
+"""The Ray Serve application: `GET|POST /imagine`, `/healthz`, `/readyz`, OpenAPI at `/docs`.
+
+One deployment both ingests HTTP and holds the model: a second hop buys nothing when every
+request needs the model, and costs latency. Requests are batched with `@serve.batch`; queue
+bounds and the request timeout come from the Serve config that the profile generates.
+"""
+
+import asyncio
+import hmac
+import logging
+import os
+import uuid
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from ray import serve
+
+from services.pipeline import Generator, Job, LimitError, resolve
+from services.revision import code_revision
+from services.schemas import AppArgs, ImagineParams
+
+log = logging.getLogger("dogbooth.app")
+REVISION = code_revision()
+
+api = FastAPI(
+    title="dogbooth",
+    summary="Text to image with a (DreamBooth fine-tuned) Stable Diffusion model.",
+    version=REVISION,
+)
+
+
+def _field_errors(errors: list[dict[str, Any]]) -> dict[str, str]:
+    """{"steps": "Input should be greater than or equal to 1", ...} from FastAPI's error list."""
+    fields: dict[str, str] = {}
+    for error in errors:
+        where = [str(part) for part in error.get("loc", ())]
+        name = ".".join(where[1:] if where[:1] in (["query"], ["body"]) else where)
+        fields[name or (where[0] if where else "request")] = str(error.get("msg", "invalid"))
+    return fields
+
+
+def _invalid(fields: dict[str, str], detail: list[dict[str, Any]]) -> JSONResponse:
+    names = ", ".join(sorted(fields))
+    return JSONResponse(
+        status_code=422,
+        content={"error": f"invalid request: {names}", "fields": fields, "detail": detail},
+    )
+
+
+@api.exception_handler(RequestValidationError)
+async def _on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    detail = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
+    return _invalid(_field_errors(detail), detail)
+
+
+def _authorized(request: Request, expected: str | None) -> bool:
+    if not expected:
+        return True
+    header = request.headers.get("authorization", "")
+    offered = header[7:] if header.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
+    return hmac.compare_digest(offered.encode(), expected.encode())
+
+
+@serve.deployment(name="Imagine")
+@serve.ingress(api)
+class Imagine:
+    """A replica: the model, loaded once, behind the HTTP routes."""
+
+    def __init__(self, args: dict[str, Any]) -> None:
+        self.args = AppArgs.model_validate(args)
+        self.generator = Generator(self.args)
+        self._api_key = os.environ.get(self.args.api_key_env) or None
+        self._generate_batch.set_max_batch_size(self.args.batching.max_batch_size)
+        self._generate_batch.set_batch_wait_timeout_s(self.args.batching.batch_wait_timeout_s)
+
+    def check_health(self) -> None:
+        """Serve restarts a replica whose pipeline is gone."""
+        if getattr(self.generator, "pipe", None) is None:
+            raise RuntimeError("pipeline not loaded")
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def _generate_batch(self, jobs: list[Job]) -> list[bytes | Exception]:
+        # The pipeline runs in a thread so health checks and queueing stay responsive.
+        return await asyncio.to_thread(self.generator.generate_many, jobs)
+
+    async def _imagine(self, params: ImagineParams, request: Request) -> Response:
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        if not _authorized(request, self._api_key):
+            return JSONResponse(
+                status_code=401,
+                content={"error": "missing or wrong API key: send Authorization: Bearer <key> or X-API-Key"},
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        try:
+            job = resolve(params, self.args)
+        except LimitError as e:
+            detail = [{"loc": [e.field], "msg": str(e), "type": "limit"}]
+            return _invalid({e.field: str(e)}, detail)
+        result = await self._generate_batch(job)
+        if isinstance(result, Exception):
+            log.error("request %s failed: %s", request_id, result)
+            return JSONResponse(
+                status_code=500,
+                content={"error": "generation failed", "request_id": request_id},
+            )
+        return Response(
+            content=result,
+            media_type=job.media_type,
+            headers={
+                "X-Seed": str(job.seed),
+                "X-Model": self.args.model,
+                "X-Dogbooth-Revision": REVISION,
+                # X-Request-Id is added by Serve's proxy, which also passes it in to us.
+            },
+        )
+
+    @api.get("/imagine", response_class=Response, summary="Generate an image from query parameters")
+    async def imagine_get(self, params: Annotated[ImagineParams, Query()], request: Request) -> Response:
+        return await self._imagine(params, request)
+
+    @api.post("/imagine", response_class=Response, summary="Generate an image from a JSON body")
+    async def imagine_post(self, params: ImagineParams, request: Request) -> Response:
+        return await self._imagine(params, request)
+
+    @api.get("/healthz", summary="The process is up")
+    async def healthz(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @api.get("/readyz", summary="The model is loaded and the replica can generate")
+    async def readyz(self) -> dict[str, Any]:
+        return {
+            "status": "ready",
+            "model": self.args.model,
+            "device": self.generator.device,
+            "revision": REVISION,
+            "load_seconds": round(self.generator.load_seconds, 3),
+        }
+
+
+def build_app(args: dict[str, Any]) -> serve.Application:
+    """The Serve app builder (`import_path: services.app:build_app`). Validates before any replica starts."""
+    app_args = AppArgs.model_validate(args)
+    return Imagine.bind(app_args.model_dump())

@@ -1,0 +1,148 @@
+"""The one `generate()` path, used by the Serve replica, the benchmark and Python callers alike."""
+
+from __future__ import annotations
+
+import io
+import os
+import logging
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from services.models import load_pipeline
+from services.schemas import MEDIA_TYPES, AppArgs, ImagineParams
+
+log = logging.getLogger("dogbooth.pipeline")
+
+
+class LimitError(ValueError):
+    """A request inside the published bounds but outside this deployment's limits."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Job:
+    """A fully resolved request: no defaults left to apply."""
+
+    prompt: str
+    negative_prompt: str
+    steps: int
+    guidance: float
+    width: int
+    height: int
+    seed: int
+    format: str
+
+    @property
+    def shape_key(self) -> tuple[int, float, int, int]:
+        """Jobs with equal keys can share one pipeline call."""
+        return (self.steps, self.guidance, self.width, self.height)
+
+    @property
+    def media_type(self) -> str:
+        return MEDIA_TYPES[self.format]
+
+
+def resolve(params: ImagineParams, args: AppArgs) -> Job:
+    """Apply the profile's defaults and limits. Raises LimitError naming the field."""
+    d, lim = args.defaults, args.limits
+    width = params.img_size or params.width or d.width
+    height = params.img_size or params.height or d.height
+    steps = params.steps if params.steps is not None else d.steps
+    if steps > lim.max_steps:
+        raise LimitError("steps", f"at most {lim.max_steps} on this deployment (got {steps})")
+    for name, value in (("width", width), ("height", height)):
+        if value > lim.max_side:
+            field = "img_size" if params.img_size else name
+            raise LimitError(field, f"at most {lim.max_side} px on this deployment (got {value})")
+    return Job(
+        prompt=params.prompt,
+        negative_prompt=params.negative_prompt or "",
+        steps=steps,
+        guidance=params.guidance if params.guidance is not None else d.guidance,
+        width=width,
+        height=height,
+        seed=params.seed if params.seed is not None else random.SystemRandom().randrange(2**32),
+        format=params.format,
+    )
+
+
+def encode(image: Any, fmt: str) -> bytes:
+    """Encode into a per-call buffer; the bytes depend only on the pixels (no timestamps)."""
+    buffer = io.BytesIO()
+    if fmt == "png":
+        image.save(buffer, format="PNG")
+    elif fmt == "jpeg":
+        image.convert("RGB").save(buffer, format="JPEG", quality=90)
+    else:
+        image.save(buffer, format="WEBP", quality=90)
+    return buffer.getvalue()
+
+
+class Generator:
+    """Loads the model once and turns Jobs into encoded images."""
+
+    def __init__(self, args: AppArgs) -> None:
+        import torch
+
+        self.args = args
+        # Ray sets OMP_NUM_THREADS to the actor's num_cpus (often 1); the profile decides instead.
+        torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
+        self.device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
+        if self.device == "auto":
+            self.device = "cpu"
+        started = time.perf_counter()
+        cache = Path(args.cache_dir).expanduser() if args.cache_dir else None
+        self.pipe = load_pipeline(args.model, dtype=args.dtype, cache_dir=cache).to(self.device)
+        self.load_seconds = time.perf_counter() - started
+        log.info("loaded %s on %s/%s in %.2fs", args.model, self.device, args.dtype, self.load_seconds)
+
+    def generate(self, job: Job) -> bytes:
+        """One image; what a Python caller uses."""
+        result = self.generate_many([job])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def generate_many(self, jobs: list[Job]) -> list[bytes | Exception]:
+        """A batch of jobs, in order. Jobs of one shape share a pipeline call; a failure stays per group."""
+        groups: dict[tuple[int, float, int, int], list[int]] = defaultdict(list)
+        for index, job in enumerate(jobs):
+            groups[job.shape_key].append(index)
+        results: list[bytes | Exception] = [RuntimeError("not generated")] * len(jobs)
+        for indices in groups.values():
+            group = [jobs[i] for i in indices]
+            try:
+                images = self._run(group)
+                for i, job, image in zip(indices, group, images, strict=True):
+                    results[i] = encode(image, job.format)
+            except Exception as e:  # one bad group must not fail its neighbours
+                log.exception("generation failed for %d job(s)", len(group))
+                for i in indices:
+                    results[i] = e
+        return results
+
+    def _run(self, group: list[Job]) -> list[Any]:
+        import torch
+
+        first = group[0]
+        # A generator per image makes each image depend on its own seed, not on its batch mates.
+        generators = [torch.Generator(device="cpu").manual_seed(j.seed) for j in group]
+        with torch.inference_mode():
+            out = self.pipe(
+                prompt=[j.prompt for j in group],
+                negative_prompt=[j.negative_prompt for j in group],
+                num_inference_steps=first.steps,
+                guidance_scale=first.guidance,
+                width=first.width,
+                height=first.height,
+                generator=generators,
+                output_type="pil",
+            )
+        return list(out.images)

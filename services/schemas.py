@@ -1,0 +1,113 @@
+"""Typed inputs: the app builder's arguments and the `/imagine` request.
+
+`AppArgs` is the `args` of the Serve application. The profile's `serve.app` section is
+validated into it, so the profile, the generated Serve config and the running replica share
+one definition.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+ImageFormat = Literal["png", "jpeg", "webp"]
+MEDIA_TYPES: dict[str, str] = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+# Hard bounds published in the OpenAPI schema. A profile's `limits` may only narrow them.
+MAX_STEPS = 150
+MIN_SIDE, MAX_SIDE = 64, 2048
+MAX_PROMPT_CHARS = 1000
+MAX_SEED = 2**32 - 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GenerationDefaults(_Strict):
+    """What a request gets for each parameter it leaves out."""
+
+    steps: int = Field(20, ge=1, le=MAX_STEPS, description="denoising steps")
+    guidance: float = Field(7.5, ge=0, le=30, description="classifier-free guidance scale")
+    width: int = Field(512, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=8)
+    height: int = Field(512, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=8)
+
+
+class Limits(_Strict):
+    """What this deployment accepts; tighter than the published bounds to protect the hardware."""
+
+    max_steps: int = Field(50, ge=1, le=MAX_STEPS)
+    max_side: int = Field(768, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=8)
+
+
+class Batching(_Strict):
+    """`@serve.batch` settings: requests with the same steps, size and guidance share one pipeline call."""
+
+    max_batch_size: int = Field(8, ge=1, le=64)
+    batch_wait_timeout_s: float = Field(0.01, ge=0, le=1)
+
+
+class AppArgs(_Strict):
+    """Arguments of `services.app:build_app`; the `args` of the Serve application."""
+
+    model: str = Field("tiny", min_length=1, description="tiny | small | a local directory | hub id[@revision]")
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    threads: int | None = Field(None, ge=1, le=256, description="torch intra-op threads per replica")
+    cache_dir: str | None = Field(None, description="model cache; default ~/.cache/dogbooth")
+    api_key_env: str = Field("DOGBOOTH_API_KEY", description="env var holding the API key; unset = open")
+    defaults: GenerationDefaults = GenerationDefaults()
+    limits: Limits = Limits()
+    batching: Batching = Batching()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AppArgs:
+        if self.device == "cpu" and self.dtype == "float16":
+            raise ValueError("dtype float16 needs device cuda; use float32 or bfloat16 on cpu")
+        side = max(self.defaults.width, self.defaults.height)
+        if side > self.limits.max_side:
+            raise ValueError(f"defaults ask for {side} px but limits.max_side is {self.limits.max_side}")
+        if self.defaults.steps > self.limits.max_steps:
+            raise ValueError(f"defaults.steps {self.defaults.steps} exceeds limits.max_steps")
+        return self
+
+
+def _multiple_of_8(value: int | None) -> int | None:
+    if value is not None and value % 8:
+        raise ValueError(f"must be a multiple of 8 (got {value}; try {max(MIN_SIDE, value // 8 * 8)})")
+    return value
+
+
+class ImagineParams(_Strict):
+    """One `/imagine` request: the same fields as GET query parameters or a POST JSON body."""
+
+    prompt: str = Field(..., min_length=1, max_length=MAX_PROMPT_CHARS, description="what to draw")
+    negative_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS, description="what to avoid")
+    steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="denoising steps; profile default")
+    guidance: float | None = Field(None, ge=0, le=30, description="guidance scale; profile default")
+    width: int | None = Field(None, ge=MIN_SIDE, le=MAX_SIDE, description="pixels, a multiple of 8")
+    height: int | None = Field(None, ge=MIN_SIDE, le=MAX_SIDE, description="pixels, a multiple of 8")
+    img_size: int | None = Field(
+        None, ge=MIN_SIDE, le=MAX_SIDE, description="sets width and height (the original dogbooth client)"
+    )
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="same seed and parameters, same image")
+    format: ImageFormat = Field("png", description="png, jpeg or webp")
+
+    _sides = field_validator("width", "height", "img_size")(_multiple_of_8)
+
+    @field_validator("prompt")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must contain more than whitespace")
+        return value
+
+    @field_validator("img_size")
+    @classmethod
+    def _img_size_agrees(cls, value: int | None, info: ValidationInfo) -> int | None:
+        for side in ("width", "height"):
+            given = info.data.get(side)
+            if value is not None and given is not None and given != value:
+                raise ValueError(f"img_size {value} conflicts with {side} {given}; send one of them")
+        return value
