@@ -43,6 +43,9 @@ def env_python(run: Callable[..., object] | None = None) -> str:
     runner(
         str(python), "-m", "pip", "install", "--quiet",
         "-c", str(REPO_ROOT / "constraints.txt"), "-e", f"{REPO_ROOT}[{EXTRAS}]",
+        # compat mode puts the repo on sys.path via a .pth file; the default import hook would
+        # shadow PYTHONPATH, and Ray workers must import services/ from the source root they are given.
+        "--config-settings", "editable_mode=compat",
         external=True,
     )  # fmt: skip
     stamp.write_text(wanted)

@@ -166,7 +166,10 @@ def start_head(profile: Profile, source_root: Path) -> LocalState:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log.info("$ %s", " ".join(argv))
     with open(log_path, "w") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        # Ray workers put their cwd first on sys.path, ahead of PYTHONPATH: it must be the source root.
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=source_root, start_new_session=True
+        )
     state = LocalState(
         profile=profile.name, pid=proc.pid, sid=proc.pid, temp_dir=temp_dir,
         dashboard_url=f"http://127.0.0.1:{profile.ray.dashboard_port}", token=token,

@@ -28,11 +28,24 @@ class ServeClient:
         except requests.RequestException:
             return False
 
-    def deploy(self, config: dict[str, Any]) -> None:
+    def deploy(self, config: dict[str, Any], *, retry_s: float = 60) -> None:
+        """PUT the config. Retries while the dashboard's Serve module is still starting (it comes up
+        after the dashboard itself answers) or drops the connection under load."""
         log.info("PUT %s/api/serve/applications/ (app %s)", self.url, APP_NAME)
-        r = requests.put(f"{self.url}/api/serve/applications/", json=config, headers=self.headers, timeout=60)
-        if not r.ok:
-            raise BringUpError(f"Serve rejected the config ({r.status_code}): {r.text[:2000]}")
+        deadline = time.monotonic() + retry_s
+        while True:
+            try:
+                r = requests.put(
+                    f"{self.url}/api/serve/applications/", json=config, headers=self.headers, timeout=60
+                )
+                if r.ok:
+                    return
+                if r.status_code < 500 or time.monotonic() > deadline:
+                    raise BringUpError(f"Serve rejected the config ({r.status_code}): {r.text[:2000]}")
+            except requests.ConnectionError as e:
+                if time.monotonic() > deadline:
+                    raise BringUpError(f"the Ray dashboard at {self.url} is unreachable: {e}") from e
+            time.sleep(1)
 
     def applications(self) -> dict[str, Any]:
         r = requests.get(f"{self.url}/api/serve/applications/", headers=self.headers, timeout=10)
@@ -45,7 +58,10 @@ class ServeClient:
         """Until the app is RUNNING; raise with Serve's own message when it fails or stalls."""
         deadline, last = time.monotonic() + timeout_s, ""
         while True:
-            app = self.applications().get(APP_NAME, {})
+            try:
+                app = self.applications().get(APP_NAME, {})
+            except requests.ConnectionError:  # the dashboard restarts a module under load; not fatal
+                app = {"status": last or "UNREACHABLE"}
             status = app.get("status", "NOT_STARTED")
             if status != last:
                 log.info("application %s: %s", APP_NAME, status)

@@ -11,7 +11,7 @@ from typing import Any
 from dogbooth.profiles import Profile
 
 APP_NAME = "dogbooth"
-IMPORT_PATH = "services.app:build_app"
+IMPORT_PATH = "services.entry:build_app"  # re-imports services/ on each build
 DEPLOYMENT_NAME = "Imagine"  # the name in services/app.py's @serve.deployment
 REVISION_ENV = "DOGBOOTH_CODE_REVISION"
 

@@ -35,9 +35,11 @@ def _field_errors(errors: list[dict[str, Any]]) -> dict[str, str]:
     """{"steps": "Input should be greater than or equal to 1", ...} from FastAPI's error list."""
     fields: dict[str, str] = {}
     for error in errors:
-        where = [str(part) for part in error.get("loc", ())]
-        name = ".".join(where[1:] if where[:1] in (["query"], ["body"]) else where)
-        fields[name or (where[0] if where else "request")] = str(error.get("msg", "invalid"))
+        loc = list(error.get("loc", ()))
+        source = str(loc.pop(0)) if loc and loc[0] in ("query", "body") else "request"
+        # Integer parts are character offsets (a JSON decode error), not field names.
+        name = ".".join(str(part) for part in loc if isinstance(part, str))
+        fields[name or source] = str(error.get("msg", "invalid"))
     return fields
 
 
@@ -98,7 +100,11 @@ class Imagine:
         except LimitError as e:
             detail = [{"loc": [e.field], "msg": str(e), "type": "limit"}]
             return _invalid({e.field: str(e)}, detail)
-        result = await self._generate_batch(job)
+        try:
+            result = await self._generate_batch(job)
+        except asyncio.CancelledError:  # Serve cancels us on its request timeout or a client disconnect
+            job.abandoned.set()
+            raise
         if isinstance(result, Exception):
             log.error("request %s failed: %s", request_id, result)
             return JSONResponse(

@@ -78,7 +78,7 @@ def _read_manifest(directory: Path) -> dict[str, Any] | None:
 def _from_pretrained(source: str, dtype: str, **kwargs: Any) -> Any:
     from diffusers import DiffusionPipeline
 
-    pipe = DiffusionPipeline.from_pretrained(source, torch_dtype=_torch_dtype(dtype), **kwargs)
+    pipe = DiffusionPipeline.from_pretrained(source, dtype=_torch_dtype(dtype), **kwargs)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -119,6 +119,8 @@ def load_pipeline(ref: str, *, dtype: str = "float32", cache_dir: Path | None = 
             dtype,
             revision=parsed.revision,
             token=os.environ.get("HF_TOKEN") or None,
+            # Hub downloads share the model cache (one volume in the chart) unless HF_HUB_CACHE says otherwise.
+            cache_dir=os.environ.get("HF_HUB_CACHE") or str(cache / "hub"),
             local_files_only=os.environ.get("HF_HUB_OFFLINE", "") in {"1", "true", "TRUE"},
         )
     except OSError as e:

@@ -6,9 +6,10 @@ import io
 import os
 import logging
 import random
+import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,10 @@ from services.models import load_pipeline
 from services.schemas import MEDIA_TYPES, AppArgs, ImagineParams
 
 log = logging.getLogger("dogbooth.pipeline")
+
+
+class Abandoned(RuntimeError):
+    """Every caller of a pipeline call has gone away; the call stopped early."""
 
 
 class LimitError(ValueError):
@@ -38,6 +43,8 @@ class Job:
     height: int
     seed: int
     format: str
+    # Set when the caller is gone (Serve's request timeout or a disconnect): stop computing for it.
+    abandoned: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
 
     @property
     def shape_key(self) -> tuple[int, float, int, int]:
@@ -123,7 +130,10 @@ class Generator:
                 for i, job, image in zip(indices, group, images, strict=True):
                     results[i] = encode(image, job.format)
             except Exception as e:  # one bad group must not fail its neighbours
-                log.exception("generation failed for %d job(s)", len(group))
+                if isinstance(e, Abandoned):
+                    log.info("%s", e)
+                else:
+                    log.exception("generation failed for %d job(s)", len(group))
                 for i in indices:
                     results[i] = e
         return results
@@ -134,6 +144,13 @@ class Generator:
         first = group[0]
         # A generator per image makes each image depend on its own seed, not on its batch mates.
         generators = [torch.Generator(device="cpu").manual_seed(j.seed) for j in group]
+
+        def stop_if_abandoned(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            # Work nobody waits for would delay every request queued behind it, past its timeout too.
+            if all(j.abandoned.is_set() for j in group):
+                raise Abandoned(f"all {len(group)} caller(s) gone at step {step}: generation stopped")
+            return kwargs
+
         with torch.inference_mode():
             out = self.pipe(
                 prompt=[j.prompt for j in group],
@@ -144,5 +161,6 @@ class Generator:
                 height=first.height,
                 generator=generators,
                 output_type="pil",
+                callback_on_step_end=stop_if_abandoned,
             )
         return list(out.images)
