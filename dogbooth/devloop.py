@@ -18,15 +18,17 @@ from dogbooth.profiles import Profile
 
 log = logging.getLogger("dogbooth.dev")
 
-CLUSTER_TOOLS = ("docker", "kind", "ctlptl", "helm", "tilt")
-
 
 def choose_profile(which: Callable[[str], str | None] = shutil.which) -> tuple[str, str]:
-    """The default dev profile and a one-line reason for it."""
-    missing = [tool for tool in CLUSTER_TOOLS if which(tool) is None]
-    if not missing:
-        return "kind-cpu", "docker, kind, ctlptl, helm and tilt are all installed"
-    return "local", f"{', '.join(missing)} not found, so Ray runs on this host (docs/kind.md sets up kind)"
+    """The default dev profile and a one-line reason for it (kind-cpu's tools, checked with versions)."""
+    from dogbooth.cluster import required_tools
+    from dogbooth.tools import find_problems
+
+    problems = find_problems(required_tools("kind", "dev"), which)
+    if not problems:
+        return "kind-cpu", "docker, kind, ctlptl, kubectl, helm and tilt are all installed"
+    names = ", ".join(problem.split(":")[0].split()[0] for problem in problems)
+    return "local", f"{names} missing or too old, so Ray runs on this host (docs/kind.md sets up kind)"
 
 
 def _snapshot(directory: Path) -> dict[str, float]:

@@ -15,6 +15,10 @@ class BringUpError(DogboothError):
     """A stack did not come up (or down); the message says what is stuck and where the logs are."""
 
 
+class ChartError(DogboothError):
+    """The Helm chart did not render, or a manifest failed schema validation; the message says where."""
+
+
 class CommandFailed(DogboothError):
     """An external command exited non-zero; carries the command and its stderr."""
 

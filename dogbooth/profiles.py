@@ -7,12 +7,14 @@ no setting is written in two places.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dogbooth import REPO_ROOT
+from dogbooth.chart_settings import ChartSettings
+from dogbooth.cluster_settings import ClusterSettings, check_platform
 from dogbooth.errors import ProfileError
 from services.models import ModelError, parse_model_ref
 from services.schemas import AppArgs
@@ -90,7 +92,19 @@ class Profile(_Strict):
     ray: RaySettings = RaySettings()
     serve: ServeSettings = ServeSettings()
     training_config: str | None = Field(None, description="training/configs/<name>.yaml for this profile")
-    cluster: dict[str, Any] | None = Field(None, description="platform-specific cluster settings")
+    cluster: ClusterSettings | None = Field(None, description="kind/eks cluster and add-ons")
+    chart: ChartSettings | None = Field(None, description="Helm values of charts/dogbooth (kind, eks)")
+
+    @model_validator(mode="after")
+    def _chart_fits(self) -> Profile:
+        if self.chart is not None:
+            self.chart.check_fits(self.serve)
+        return self
+
+    @model_validator(mode="after")
+    def _cluster_fits_platform(self) -> Profile:
+        check_platform(self.platform, self.cluster)
+        return self
 
     @property
     def source(self) -> Path:

@@ -1,0 +1,161 @@
+"""The `cluster:` section of a profile: where the cluster runs and which add-ons it gets.
+
+kind profiles fill `cluster.kind`, the eks profile fills `cluster.eks`; `cluster.addons` holds the
+optional add-on switches shared by both. The ctlptl config, the eksctl ClusterConfig and the add-on
+release list are all generated from these models (dogbooth/clusterconfig.py, dogbooth/releases.py).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from dogbooth.errors import ProfileError
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KindSettings(_Strict):
+    """A kind cluster created by ctlptl, with ctlptl's local registry wired in."""
+
+    cluster_name: str = Field("dogbooth", description="kind cluster name; the kube context is kind-<name>")
+    kubernetes_version: str = Field(
+        "v1.33.1", pattern=r"^v\d+\.\d+\.\d+$", description="kindest/node version"
+    )
+    registry_name: str = Field("ctlptl-registry", description="ctlptl registry container; Tilt pushes here")
+    registry_port: int = Field(5005, ge=1024, le=65535, description="host port of the registry")
+    listen_address: str = Field("127.0.0.1", description="host address the ingress ports bind to")
+    ingress_http_port: int = Field(8080, ge=1, le=65535, description="host port -> ingress-nginx :80")
+    ingress_https_port: int = Field(8443, ge=1, le=65535, description="host port -> ingress-nginx :443")
+    gpu: bool = Field(False, description="pass the host's NVIDIA GPUs into a worker node (nvkind style)")
+
+    @field_validator("cluster_name", "registry_name")
+    @classmethod
+    def _dns_label(cls, v: str) -> str:
+        if not _DNS_LABEL.match(v):
+            raise ValueError("must be lower-case letters, digits and '-', at most 40 characters")
+        return v
+
+    @property
+    def context(self) -> str:
+        return f"kind-{self.cluster_name}"
+
+
+class NodeGroup(_Strict):
+    name: str
+    instance_type: str
+    min_size: int = Field(1, ge=0)
+    max_size: int = Field(2, ge=1)
+    desired_size: int = Field(1, ge=0)
+    volume_size_gb: int = Field(100, ge=20, description="root volume; images and the model cache live here")
+
+    @model_validator(mode="after")
+    def _sizes(self) -> NodeGroup:
+        if not self.min_size <= self.desired_size <= self.max_size:
+            raise ValueError("need min_size <= desired_size <= max_size")
+        return self
+
+
+class Taint(_Strict):
+    key: str = "nvidia.com/gpu"
+    value: str = "true"
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
+
+
+class GpuNodeGroup(NodeGroup):
+    """G5 (A10G, 24 GB) nodes: only pods that tolerate the taint and request nvidia.com/gpu land here."""
+
+    name: str = "gpu-g5"
+    instance_type: str = Field(
+        "g5.xlarge", pattern=r"^g5\.(\d+)?xlarge$", description="g5.xlarge .. g5.48xlarge"
+    )
+    min_size: int = Field(0, ge=0, description="0 lets the group scale to nothing when idle")
+    desired_size: int = Field(1, ge=0)
+    max_size: int = Field(2, ge=1)
+    ami_family: Literal["AmazonLinux2023"] = Field(
+        "AmazonLinux2023", description="eksctl picks the AL2023 NVIDIA variant for GPU instance types"
+    )
+    taint: Taint = Taint()
+
+
+class EksSettings(_Strict):
+    """An EKS cluster made by eksctl from the ClusterConfig generated in dogbooth/clusterconfig.py."""
+
+    name: str = Field("dogbooth", description="cluster name; env DOGBOOTH_EKS_CLUSTER overrides")
+    region: str | None = Field(
+        None, description="AWS region; env DOGBOOTH_EKS_REGION overrides, AWS_REGION fills it when null"
+    )
+    kubernetes_version: str = Field("1.33", pattern=r"^1\.\d+$")
+    system_nodegroup: NodeGroup = NodeGroup(
+        name="system", instance_type="m6i.xlarge", min_size=2, desired_size=2, max_size=3, volume_size_gb=50
+    )
+    gpu_nodegroup: GpuNodeGroup = GpuNodeGroup()
+    ecr_repository: str = Field("dogbooth/serve", pattern=r"^[a-z0-9]+([._/-][a-z0-9]+)*$")
+    lb_controller_iam: Literal["pod-identity", "irsa"] = Field(
+        "pod-identity", description="how the AWS Load Balancer Controller gets its IAM role"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _cluster_name(cls, v: str) -> str:
+        if not re.match(r"^[a-zA-Z][-a-zA-Z0-9]{0,99}$", v):
+            raise ValueError("EKS names start with a letter and hold letters, digits and '-'")
+        return v
+
+
+class Addons(_Strict):
+    """Optional add-ons. (JupyterHub and Argo Workflows will join here as further switches.)"""
+
+    monitoring: bool = Field(False, description="kube-prometheus-stack, so Serve metrics are scraped")
+    ingress_internal: bool = Field(True, description="eks: the ingress NLB is internal (VPC only)")
+
+
+class ClusterSettings(_Strict):
+    kind: KindSettings | None = None
+    eks: EksSettings | None = None
+    addons: Addons = Addons()
+
+
+def check_platform(platform: str, cluster: ClusterSettings | None) -> None:
+    """ValueError (reported with the profile's file and key) when `cluster:` does not fit the platform."""
+    if platform == "local":
+        if cluster is not None and (cluster.kind or cluster.eks):
+            raise ValueError("platform local takes no cluster.kind or cluster.eks section")
+        return
+    section = getattr(cluster, platform, None) if cluster else None
+    if section is None:
+        raise ValueError(f"platform {platform} needs a cluster.{platform} section")
+    other = "eks" if platform == "kind" else "kind"
+    if getattr(cluster, other, None) is not None:
+        raise ValueError(f"platform {platform} cannot also have a cluster.{other} section")
+
+
+class EksTarget(_Strict):
+    """The concrete cluster a command acts on: profile settings with the environment applied."""
+
+    name: str
+    region: str
+
+
+def eks_target(settings: EksSettings, env: Mapping[str, str] | None = None) -> EksTarget:
+    """Name and region: DOGBOOTH_EKS_* env first, then the profile, then AWS_REGION / AWS_DEFAULT_REGION."""
+    env = os.environ if env is None else env
+    region = (
+        env.get("DOGBOOTH_EKS_REGION")
+        or settings.region
+        or env.get("AWS_REGION")
+        or env.get("AWS_DEFAULT_REGION")
+    )
+    if not region:
+        raise ProfileError(
+            "cluster.eks.region: no region; set it in the profile or export DOGBOOTH_EKS_REGION or AWS_REGION"
+        )
+    return EksTarget(name=env.get("DOGBOOTH_EKS_CLUSTER") or settings.name, region=region)
