@@ -1,0 +1,155 @@
+"""Export: a diffusers pipeline directory (full fine-tune) or LoRA safetensors, plus `dogbooth-training.json`.
+
+The export is assembled in a temporary sibling and swapped in with renames, so the output directory
+always holds either the previous export or the new one, never a mix. The serve app loads either kind
+through its model reference (`services.models`): a LoRA export is applied to its recorded base model.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import statistics
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from services.models import TRAINING_MANIFEST, parse_model_ref
+from training.config import ExportConfig
+from training.errors import TrainingError
+
+if TYPE_CHECKING:
+    from training.recipe import DreamBoothRecipe, TrainResult
+
+log = logging.getLogger("dogbooth.training.export")
+
+LOSS_WINDOW = 10  # initial_loss / final_loss: the mean of this many steps at each end
+
+
+def check_hub_token(cfg: ExportConfig) -> None:
+    """Fail before training, not after, when a push is asked for without a token."""
+    if cfg.hub_repo and not os.environ.get("HF_TOKEN"):
+        raise TrainingError(
+            f"export.hub_repo is {cfg.hub_repo!r} but HF_TOKEN is not set; set it or drop hub_repo"
+        )
+
+
+def loss_summary(losses: list[float]) -> dict[str, float | None]:
+    if not losses:
+        return {"initial_loss": None, "final_loss": None}
+    return {
+        "initial_loss": statistics.fmean(losses[:LOSS_WINDOW]),
+        "final_loss": statistics.fmean(losses[-LOSS_WINDOW:]),
+    }
+
+
+def _base_reference(ref: str) -> str:
+    """What a server elsewhere can load: generated names and Hub ids as given, local paths made absolute."""
+    parsed = parse_model_ref(ref)
+    return parsed.name if parsed.kind == "local" else str(parsed)
+
+
+def manifest(recipe: DreamBoothRecipe, result: TrainResult) -> dict[str, Any]:
+    cfg = recipe.cfg
+    prompts: dict[str, Any] = {
+        "instance": cfg.data.instance_prompt,
+        "validation": list(cfg.validation.prompts),
+    }
+    if cfg.prior.enabled:
+        prompts["class"] = cfg.prior.class_prompt
+    return {
+        "export": cfg.model.method,
+        "base_model": _base_reference(cfg.model.base_model),
+        "steps": result.steps,
+        "prompts": prompts,
+        "seconds_per_step": round(result.seconds_per_step, 4),
+        **loss_summary(result.losses),
+        "resumed_from_step": result.resumed_from,
+        "resolution": cfg.train.resolution,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "config": cfg.model_dump(),
+    }
+
+
+def _save_lora(recipe: DreamBoothRecipe, directory: Path) -> None:
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    unwrap = recipe.accelerator.unwrap_model
+    layers: dict[str, Any] = {
+        "unet_lora_layers": convert_state_dict_to_diffusers(
+            get_peft_model_state_dict(unwrap(recipe.trainables[0]))
+        )
+    }
+    if recipe.cfg.model.train_text_encoder:
+        text_state = get_peft_model_state_dict(unwrap(recipe.trainables[1]))
+        layers["text_encoder_lora_layers"] = convert_state_dict_to_diffusers(text_state)
+    StableDiffusionPipeline.save_lora_weights(str(directory), safe_serialization=True, **layers)
+
+
+def _save_full(recipe: DreamBoothRecipe, directory: Path) -> None:
+    import torch
+
+    pipe = recipe.pipe
+    for name in ("vae", "text_encoder"):  # frozen parts may sit in fp16 on a GPU; export full precision
+        module = getattr(pipe, name)
+        if module.dtype != torch.float32:
+            module.to(dtype=torch.float32)
+    pipe.save_pretrained(str(directory), safe_serialization=True)
+
+
+def write_export(recipe: DreamBoothRecipe, result: TrainResult) -> Path:
+    """Write the export for `result` to `recipe.output_dir` atomically and push it when configured."""
+    target = recipe.output_dir
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-export-", dir=target.parent))
+    try:
+        if recipe.cfg.model.method == "lora":
+            _save_lora(recipe, staging)
+        else:
+            _save_full(recipe, staging)
+        data = manifest(recipe, result)
+        (staging / TRAINING_MANIFEST).write_text(json.dumps(data, indent=2) + "\n")
+        _swap_in(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("export (%s) written to %s", recipe.cfg.model.method, target)
+    if recipe.cfg.export.hub_repo:
+        push_to_hub(target, recipe.cfg.export)
+    return target
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    if not target.exists():
+        os.rename(staging, target)
+        return
+    if any(target.iterdir()) and not (target / TRAINING_MANIFEST).is_file():
+        raise TrainingError(
+            f"{target} exists and is not a dogbooth export; refusing to replace it (pick another --output)"
+        )
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=target.parent))
+    os.rename(target, old / "export")
+    os.rename(staging, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def push_to_hub(directory: Path, cfg: ExportConfig) -> str:
+    from huggingface_hub import HfApi
+
+    token = os.environ.get("HF_TOKEN")
+    if not cfg.hub_repo or not token:
+        raise TrainingError("a Hub push needs export.hub_repo and HF_TOKEN")
+    api = HfApi(token=token)
+    try:
+        api.create_repo(cfg.hub_repo, private=cfg.hub_private, exist_ok=True)
+        info = api.upload_folder(
+            folder_path=str(directory), repo_id=cfg.hub_repo, commit_message="dogbooth DreamBooth export"
+        )
+    except Exception as e:  # the hub client raises many types; all mean the same to the user
+        raise TrainingError(f"push to the Hub repo {cfg.hub_repo} failed: {e}") from e
+    log.info("pushed %s to https://huggingface.co/%s (%s)", directory, cfg.hub_repo, getattr(info, "oid", ""))
+    return cfg.hub_repo

@@ -1,0 +1,59 @@
+"""Validation: the model's current images for the validation prompts, saved as one grid PNG per call."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from training.recipe import DreamBoothRecipe
+
+log = logging.getLogger("dogbooth.training.validation")
+
+
+def grid(images: list[Any], columns: int) -> Any:
+    from PIL import Image
+
+    w, h = images[0].size
+    rows = (len(images) + columns - 1) // columns
+    sheet = Image.new("RGB", (w * columns, h * rows), "white")
+    for i, image in enumerate(images):
+        sheet.paste(image, ((i % columns) * w, (i // columns) * h))
+    return sheet
+
+
+def save_grid(recipe: DreamBoothRecipe, path: Path) -> Path:
+    """One image per validation prompt with a fixed seed, so grids from different steps compare."""
+    import torch
+
+    v, res = recipe.cfg.validation, recipe.cfg.train.resolution
+    pipe = recipe.pipe
+    pipe.set_progress_bar_config(disable=True)
+    for module in recipe.trainables:
+        module.eval()
+    images = []
+    try:
+        with torch.inference_mode(), recipe.accelerator.autocast():
+            for i, prompt in enumerate(v.prompts):
+                generator = torch.Generator(device="cpu").manual_seed(v.seed + i)
+                out = pipe(
+                    prompt=prompt,
+                    num_inference_steps=v.num_inference_steps,
+                    guidance_scale=v.guidance,
+                    height=res,
+                    width=res,
+                    generator=generator,
+                    output_type="pil",
+                )
+                images.append(out.images[0])
+    finally:
+        for module in recipe.trainables:
+            module.train()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    grid(images, columns=min(4, len(images))).save(tmp, format="PNG")
+    os.replace(tmp, path)
+    log.info("validation grid %s", path)
+    return path
