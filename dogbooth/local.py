@@ -7,6 +7,7 @@ makes a stale `~/.ray/auth_token` irrelevant: the dashboard can run code, so it 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -142,12 +143,17 @@ def _ray_executable() -> str:
 
 
 def start_head(profile: Profile, source_root: Path) -> LocalState:
-    """Start `ray start --head --block` in its own session; return once the dashboard answers."""
+    """Start a Ray head in its own session; return once the dashboard answers.
+
+    Not `--block`: that mode tears the whole head down when any helper process exits, and Ray's
+    client server does exit when node registration is slow on a loaded machine. Without it the
+    head's processes outlive `ray start` in our session, which is how `stop` finds them.
+    """
     _check_ports(profile)
     temp_dir = f"/tmp/dogbooth-ray-{os.getuid()}-{profile.ray.gcs_port}"  # short: socket paths are capped
     token = secrets.token_hex(16)
     argv = [
-        _ray_executable(), "start", "--head", "--block", "--disable-usage-stats",
+        _ray_executable(), "start", "--head", "--disable-usage-stats",
         f"--port={profile.ray.gcs_port}", "--node-ip-address=127.0.0.1",
         "--include-dashboard=true", "--dashboard-host=127.0.0.1",
         f"--dashboard-port={profile.ray.dashboard_port}", f"--temp-dir={temp_dir}",
@@ -178,9 +184,10 @@ def start_head(profile: Profile, source_root: Path) -> LocalState:
     )  # fmt: skip
     state.save()
     client = state.client()
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 180
     while not client.dashboard_up():
-        if proc.poll() is not None or time.monotonic() > deadline:
+        failed = proc.poll() not in (None, 0)
+        if failed or time.monotonic() > deadline:
             stop(state)
             tail = "\n".join(log_path.read_text().splitlines()[-25:])
             raise BringUpError(f"the Ray head did not start (log {log_path}):\n{tail}")
@@ -189,25 +196,22 @@ def start_head(profile: Profile, source_root: Path) -> LocalState:
     return state
 
 
-def stop(state: LocalState, grace_s: float = 15) -> int:
+def stop(state: LocalState, grace_s: float = 15, *, keep_logs: bool = False) -> int:
     """Stop every process of this head: SIGTERM, then SIGKILL after `grace_s`. Returns how many."""
     procs = _session_processes(state.sid, state.temp_dir)
     for p in procs:
-        try:
+        with contextlib.suppress(psutil.Error):
             p.send_signal(signal.SIGTERM)
-        except psutil.Error:
-            pass
     _, alive = psutil.wait_procs(procs, timeout=grace_s)
     for p in alive:
-        try:
+        with contextlib.suppress(psutil.Error):
             p.kill()
-        except psutil.Error:
-            pass
     psutil.wait_procs(alive, timeout=5)
     leftover = _session_processes(state.sid, state.temp_dir)
     if leftover:
         raise BringUpError(f"processes survived SIGKILL: {[p.pid for p in leftover]}")
-    shutil.rmtree(state.temp_dir, ignore_errors=True)
+    if not keep_logs:
+        shutil.rmtree(state.temp_dir, ignore_errors=True)
     LocalState.path_for(state.profile).unlink(missing_ok=True)
     return len(procs)
 
@@ -233,12 +237,16 @@ def up(profile: Profile, *, source_root: Path = REPO_ROOT, timeout_s: float = 30
         raise BringUpError(
             f"profile {profile.name} is already up from {state.source_root}; run `nox -s down` first"
         )
+    fresh = state is None
     if state is None:
         state = start_head(profile, source_root)
     try:
         revision = deploy(state, profile, timeout_s=timeout_s)
     except BaseException:
         log.error("bring-up failed; Ray logs are under %s/session_latest/logs", state.temp_dir)
+        if fresh:  # leave nothing behind that this call started; an existing stack stays as it was
+            with contextlib.suppress(BringUpError):
+                stop(state, keep_logs=True)
         raise
     log.info("serving code revision %s", revision)
     return f"{state.endpoint_base}/imagine"
