@@ -13,9 +13,10 @@ from typing import Any
 
 import yaml
 
-from dogbooth import REPO_ROOT
+from dogbooth import REPO_ROOT, jupyterhub
 from dogbooth.chart_settings import ChartSettings
 from dogbooth.errors import ChartError, ProfileError
+from dogbooth.pipeline.argo import workflow_values
 from dogbooth.profiles import Profile
 from dogbooth.serveconfig import serve_config
 
@@ -36,9 +37,7 @@ def _split_image(image: str) -> tuple[str, str]:
     """`repo[:port]/name:tag` -> (`repo[:port]/name`, `tag`); a digest or missing tag is refused."""
     name, _, tag = image.rpartition(":")
     if "@" in image or not name or "/" in tag:
-        raise ChartError(
-            f"--image {image!r}: give repository:tag with a pinned tag, e.g. dogbooth-serve:0.1.0-cpu"
-        )
+        raise ChartError(f"--image {image!r}: give repository:tag with a pinned tag, e.g. dogbooth-serve:0.1.0-cpu")
     if tag == "latest":
         raise ChartError(f"--image {image!r}: `latest` is not a pinned tag")
     return name, tag
@@ -48,9 +47,7 @@ def _resources(r: Any) -> dict[str, Any]:
     return r.model_dump()
 
 
-def chart_values(
-    profile: Profile, *, image: str | None = None, code_revision: str = "image"
-) -> dict[str, Any]:
+def chart_values(profile: Profile, *, image: str | None = None, code_revision: str = "image") -> dict[str, Any]:
     """The chart values for `profile`; `image` (repository:tag) overrides the profile's image."""
     c = settings(profile)
     repository, tag = _split_image(image) if image else (c.image.repository, c.image.tag)
@@ -98,6 +95,8 @@ def chart_values(
             "metricsNamespace": c.network_policy.metrics_namespace or "",
         },
         "rayTokenAuth": c.ray_token_auth,
+        "workflow": workflow_values(profile),  # issue 7: dogbooth/pipeline/argo.py
+        "jupyterhub": jupyterhub.chart_values(profile),  # issue 7: dogbooth/jupyterhub.py
     }
 
 
@@ -137,9 +136,7 @@ def _file_name(template: str) -> str:
     return Path(template).name.removesuffix(".tpl")
 
 
-def render(
-    profile: Profile, output_dir: Path, *, image: str | None = None, code_revision: str = "image"
-) -> list[Path]:
+def render(profile: Profile, output_dir: Path, *, image: str | None = None, code_revision: str = "image") -> list[Path]:
     """Render the chart for `profile` into `output_dir`, one YAML file per template; returns the paths."""
     values = chart_values(profile, image=image, code_revision=code_revision)
     namespace = settings(profile).namespace
@@ -169,9 +166,7 @@ def render_stdout(profile: Profile, *, image: str | None = None) -> str:
     """All manifests as one multi-document YAML stream (what Tilt's k8s_yaml reads)."""
     values = chart_values(profile, image=image)
     rendered = render_manifests(values, namespace=settings(profile).namespace)
-    return "\n---\n".join(
-        t.strip().removeprefix("---").strip() for p, t in rendered.items() if not p.endswith(".txt")
-    )
+    return "\n---\n".join(t.strip().removeprefix("---").strip() for p, t in rendered.items() if not p.endswith(".txt"))
 
 
 def validate(objects: list[dict[str, Any]]) -> None:

@@ -190,9 +190,7 @@ class ChartSettings(_Strict):
     api_key: ApiKeySettings = ApiKeySettings()
     hf_token: SecretRef | None = Field(default=None, description="Secret with HF_TOKEN for gated models")
     network_policy: NetworkPolicySettings = NetworkPolicySettings()
-    ray_token_auth: bool = Field(
-        default=True, description="KubeRay authOptions mode token: the dashboard runs code"
-    )
+    ray_token_auth: bool = Field(default=True, description="KubeRay authOptions mode token: the dashboard runs code")
 
     @model_validator(mode="after")
     def _shared_cache(self) -> ChartSettings:

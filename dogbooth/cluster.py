@@ -242,9 +242,7 @@ def kind_up(profile: Profile) -> p.Plan:
         p.install(app_release(profile, image), chart_path=CHART_DIR),
         *wait_steps(profile),
     ]
-    return p.Plan(
-        "up", profile.name, tuple(steps), (f"image {image} (tag = profile tag + hash of the image inputs)",)
-    )
+    return p.Plan("up", profile.name, tuple(steps), (f"image {image} (tag = profile tag + hash of the image inputs)",))
 
 
 def kind_dev(profile: Profile) -> p.Plan:
@@ -325,9 +323,7 @@ def run(command: str, profile: Profile, *, dry_run: bool = False) -> str | None:
         print("(dry run: nothing was changed)", flush=True)
         return None
     tools.require(required_tools(profile.platform, command), purpose=f"`{command}` on profile {profile.name}")
-    ctx = p.Context(
-        profile, kube_target(profile), runner=Runner(cwd=REPO_ROOT)
-    )  # paths in plans are repo-relative
+    ctx = p.Context(profile, kube_target(profile), runner=Runner(cwd=REPO_ROOT))  # paths in plans are repo-relative
     try:
         plan.execute(ctx)
     except CommandFailed as e:

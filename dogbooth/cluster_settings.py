@@ -27,9 +27,7 @@ class KindSettings(_Strict):
     """A kind cluster created by ctlptl, with ctlptl's local registry wired in."""
 
     cluster_name: str = Field("dogbooth", description="kind cluster name; the kube context is kind-<name>")
-    kubernetes_version: str = Field(
-        "v1.33.1", pattern=r"^v\d+\.\d+\.\d+$", description="kindest/node version"
-    )
+    kubernetes_version: str = Field("v1.33.1", pattern=r"^v\d+\.\d+\.\d+$", description="kindest/node version")
     registry_name: str = Field("ctlptl-registry", description="ctlptl registry container; Tilt pushes here")
     registry_port: int = Field(5005, ge=1024, le=65535, description="host port of the registry")
     listen_address: str = Field("127.0.0.1", description="host address the ingress ports bind to")
@@ -74,9 +72,7 @@ class GpuNodeGroup(NodeGroup):
     """G5 (A10G, 24 GB) nodes: only pods that tolerate the taint and request nvidia.com/gpu land here."""
 
     name: str = "gpu-g5"
-    instance_type: str = Field(
-        "g5.xlarge", pattern=r"^g5\.(\d+)?xlarge$", description="g5.xlarge .. g5.48xlarge"
-    )
+    instance_type: str = Field("g5.xlarge", pattern=r"^g5\.(\d+)?xlarge$", description="g5.xlarge .. g5.48xlarge")
     min_size: int = Field(0, ge=0, description="0 lets the group scale to nothing when idle")
     desired_size: int = Field(1, ge=0)
     max_size: int = Field(2, ge=1)
@@ -111,11 +107,41 @@ class EksSettings(_Strict):
         return v
 
 
+class JupyterHubSettings(_Strict):
+    """The JupyterHub add-on (z2jh chart); values made in dogbooth/jupyterhub.py, see docs/jupyterhub.md."""
+
+    enabled: bool = Field(False, description="install JupyterHub with the dogbooth notebook")
+    auth: Literal["native", "github"] = Field(
+        "native", description="native: NativeAuthenticator (sign-up + admin approval); github: GitHub OAuth"
+    )
+    github_org: str | None = Field(None, description="auth github: only members of this org may log in")
+    image: str = Field(
+        "quay.io/jupyter/pytorch-notebook:pytorch-2.5.1",
+        pattern=r"^[^:@\s]+:[^:\s]+$",
+        description="single-user image (repository:tag, pinned); a cuda12-* tag for GPU profiles",
+    )
+    pip_spec: str | None = Field(None, description="pip requirement that installs dogbooth in the notebook")
+    gpu: bool = Field(False, description="single-user servers get nvidia.com/gpu: 1 and the GPU toleration")
+    storage_size: str = Field("10Gi", pattern=r"^\d+(Mi|Gi|Ti)$", description="per-user home volume")
+    storage_class: str | None = Field(None, description="null = the cluster default")
+    load_balancer: Literal["internal", "internet-facing", "none"] = Field(
+        "internal", description="eks: the hub's proxy Service as an internal or public NLB; none = ClusterIP"
+    )
+
+    @model_validator(mode="after")
+    def _auth_complete(self) -> JupyterHubSettings:
+        if self.auth == "github" and not self.github_org:
+            raise ValueError("auth github needs github_org: without it any GitHub account could log in")
+        return self
+
+
 class Addons(_Strict):
-    """Optional add-ons. (JupyterHub and Argo Workflows will join here as further switches.)"""
+    """Optional add-ons."""
 
     monitoring: bool = Field(False, description="kube-prometheus-stack, so Serve metrics are scraped")
     ingress_internal: bool = Field(True, description="eks: the ingress NLB is internal (VPC only)")
+    argo_workflows: bool = Field(False, description="Argo Workflows + the dogbooth-finetune WorkflowTemplate")
+    jupyterhub: JupyterHubSettings = Field(default_factory=JupyterHubSettings)
 
 
 class ClusterSettings(_Strict):
@@ -148,12 +174,7 @@ class EksTarget(_Strict):
 def eks_target(settings: EksSettings, env: Mapping[str, str] | None = None) -> EksTarget:
     """Name and region: DOGBOOTH_EKS_* env first, then the profile, then AWS_REGION / AWS_DEFAULT_REGION."""
     env = os.environ if env is None else env
-    region = (
-        env.get("DOGBOOTH_EKS_REGION")
-        or settings.region
-        or env.get("AWS_REGION")
-        or env.get("AWS_DEFAULT_REGION")
-    )
+    region = env.get("DOGBOOTH_EKS_REGION") or settings.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
     if not region:
         raise ProfileError(
             "cluster.eks.region: no region; set it in the profile or export DOGBOOTH_EKS_REGION or AWS_REGION"

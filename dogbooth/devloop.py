@@ -32,11 +32,7 @@ def choose_profile(which: Callable[[str], str | None] = shutil.which) -> tuple[s
 
 
 def _snapshot(directory: Path) -> dict[str, float]:
-    return {
-        str(p): p.stat().st_mtime
-        for p in directory.rglob("*.py")
-        if "__pycache__" not in p.parts
-    }
+    return {str(p): p.stat().st_mtime for p in directory.rglob("*.py") if "__pycache__" not in p.parts}
 
 
 def watch(profile: Profile, source_root: Path, *, poll_s: float = 0.5,

@@ -19,9 +19,7 @@ log = logging.getLogger("dogbooth.ecr")
 
 def ensure_repository(ctx: p.Context, repo: str, region: str) -> None:
     try:
-        ctx.runner.run(
-            ["aws", "ecr", "describe-repositories", "--repository-names", repo, "--region", region]
-        )
+        ctx.runner.run(["aws", "ecr", "describe-repositories", "--repository-names", repo, "--region", region])
     except CommandFailed as e:
         if "RepositoryNotFoundException" not in e.stderr:
             raise

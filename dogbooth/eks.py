@@ -47,9 +47,7 @@ def _exists_step(t: EksTarget) -> p.Step:
         ctx.flags.update(cluster_exists=exists, cluster_missing=not exists)
         log.info("cluster %s in %s %s", t.name, t.region, "exists" if exists else "does not exist")
 
-    return p.python(
-        "cluster", f"does EKS cluster {t.name} exist in {t.region}?", ["$ " + " ".join(argv)], check
-    )
+    return p.python("cluster", f"does EKS cluster {t.name} exist in {t.region}?", ["$ " + " ".join(argv)], check)
 
 
 def _eksctl(title: str, verb: str, config: str, only_if: str, *, first: bool = False) -> p.Step:
@@ -98,9 +96,7 @@ def _cluster_steps(profile: Profile, t: EksTarget) -> list[p.Step]:
         "text",
     ]
     return [
-        p.command(
-            "cluster", "caller identity (fails fast without AWS credentials)", whoami, capture="account"
-        ),
+        p.command("cluster", "caller identity (fails fast without AWS credentials)", whoami, capture="account"),
         _exists_step(t),
         _eksctl(
             "create the cluster (~20 min)",
@@ -225,9 +221,7 @@ def _services_gone(ctx: p.Context) -> None:
         "Services of type LoadBalancer to be deleted",
         lambda: True if not left() else None,
         timeout_s=LB_TIMEOUT_S,
-        on_timeout=lambda: (
-            f"  - still there: {', '.join(left())} (is the AWS Load Balancer Controller running?)"
-        ),
+        on_timeout=lambda: f"  - still there: {', '.join(left())} (is the AWS Load Balancer Controller running?)",
     )
 
 
@@ -244,9 +238,7 @@ def _aws_lbs_gone(ctx: p.Context, t: EksTarget) -> None:
             f"  aws elbv2 delete-load-balancer --region {t.region} --load-balancer-arn {arn}"
             for arn in _tagged_load_balancers(ctx, t)
         ]
-        raise BringUpError(
-            f"{e}\nNot deleting the cluster; these would be stranded:\n" + "\n".join(commands)
-        ) from e
+        raise BringUpError(f"{e}\nNot deleting the cluster; these would be stranded:\n" + "\n".join(commands)) from e
 
 
 def _volumes_gone(ctx: p.Context) -> None:
@@ -272,13 +264,8 @@ def down(profile: Profile) -> p.Plan:
     steps = [
         _exists_step(t),
         _kubeconfig_step(profile, t, only_if=gate),
-        p.uninstall(
-            "app", RELEASE_NAME, settings(profile).namespace, why="its pods' gp3 claims go too", only_if=gate
-        ),
-        *[
-            p.uninstall(r.phase, r.name, r.namespace, why="its Service owns an NLB", only_if=gate)
-            for r in owners
-        ],
+        p.uninstall("app", RELEASE_NAME, settings(profile).namespace, why="its pods' gp3 claims go too", only_if=gate),
+        *[p.uninstall(r.phase, r.name, r.namespace, why="its Service owns an NLB", only_if=gate) for r in owners],
         p.python(
             "lb-wait",
             "wait until no Service of type LoadBalancer is left",

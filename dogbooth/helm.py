@@ -55,9 +55,7 @@ class Helm:
 
         self.target = target
         self.timeout = timeout
-        self.client = pyhelm3.Client(
-            kubeconfig=target.kubeconfig, kubecontext=target.context, default_timeout=timeout
-        )
+        self.client = pyhelm3.Client(kubeconfig=target.kubeconfig, kubecontext=target.context, default_timeout=timeout)
 
     def ensure(self, release: Release, *, chart_path: Path | None = None) -> None:
         """Install or upgrade `release` (from `chart_path` when given, a local chart) and wait for it."""

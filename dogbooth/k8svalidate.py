@@ -100,11 +100,7 @@ def _loosen_extensions(schema: Any, *, strict: bool) -> Any:
         return [_loosen_extensions(s, strict=strict) for s in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {
-        k: _loosen_extensions(v, strict=strict)
-        for k, v in schema.items()
-        if not k.startswith("x-kubernetes-")
-    }
+    out = {k: _loosen_extensions(v, strict=strict) for k, v in schema.items() if not k.startswith("x-kubernetes-")}
     if schema.get("x-kubernetes-int-or-string") and "anyOf" not in out:
         out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
     preserve = schema.get("x-kubernetes-preserve-unknown-fields")
@@ -119,9 +115,7 @@ def _crd_schema(crd_path: Path, version: str, strict: bool) -> dict[str, Any]:
     for v in crd["spec"]["versions"]:
         if v["name"] == version and v.get("served", True):
             if v.get("deprecated") and strict:
-                raise ManifestInvalid(
-                    f"{crd_path.name}: version {version} is deprecated; use the storage version"
-                )
+                raise ManifestInvalid(f"{crd_path.name}: version {version} is deprecated; use the storage version")
             schema: dict[str, Any] = _loosen_extensions(v["schema"]["openAPIV3Schema"], strict=strict)
             return schema
     served = [v["name"] for v in crd["spec"]["versions"] if v.get("served", True)]
@@ -141,13 +135,8 @@ def validate_against_crd(obj: dict[str, Any], crd_path: Path, *, strict: bool = 
     validator = jsonschema.Draft7Validator(schema)
     errors = sorted(validator.iter_errors(obj), key=lambda e: list(e.absolute_path))
     if errors:
-        lines = [
-            f"  {'.'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message[:300]}"
-            for e in errors[:10]
-        ]
-        raise ManifestInvalid(
-            f"{_name(obj)} does not match {Path(crd_path).name} ({version}):\n" + "\n".join(lines)
-        )
+        lines = [f"  {'.'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message[:300]}" for e in errors[:10]]
+        raise ManifestInvalid(f"{_name(obj)} does not match {Path(crd_path).name} ({version}):\n" + "\n".join(lines))
 
 
 def validate_k8s(obj: dict[str, Any], *, kubernetes_version: str = KUBERNETES_VERSION) -> None:

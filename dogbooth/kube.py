@@ -178,9 +178,7 @@ def _serve_app_failures(rayservice: dict[str, Any] | None) -> list[str]:
         apps = (status.get(key) or {}).get("applicationStatuses") or {}
         for app, app_status in apps.items():
             if app_status.get("status") in {"DEPLOY_FAILED", "UNHEALTHY"}:
-                found.append(
-                    f"Serve application {app} is {app_status['status']}: {app_status.get('message', '')}"
-                )
+                found.append(f"Serve application {app} is {app_status['status']}: {app_status.get('message', '')}")
     return found
 
 

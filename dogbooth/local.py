@@ -234,9 +234,7 @@ def up(profile: Profile, *, source_root: Path = REPO_ROOT, timeout_s: float = 30
         stop(state)
         state = None
     if state is not None and Path(state.source_root) != source_root:
-        raise BringUpError(
-            f"profile {profile.name} is already up from {state.source_root}; run `nox -s down` first"
-        )
+        raise BringUpError(f"profile {profile.name} is already up from {state.source_root}; run `nox -s down` first")
     fresh = state is None
     if state is None:
         state = start_head(profile, source_root)

@@ -144,8 +144,7 @@ def release_lines(release: Release) -> tuple[str, ...]:
     return (
         f"release {release.name} -> namespace {release.namespace}",
         f"chart: {release.chart}  repo: {release.repo or '(local)'}  version: {release.version}",
-        "values:\n"
-        + _indent(yaml.safe_dump(release.values, sort_keys=False, width=100) if release.values else "{}"),
+        "values:\n" + _indent(yaml.safe_dump(release.values, sort_keys=False, width=100) if release.values else "{}"),
     )
 
 

@@ -131,11 +131,7 @@ def _device_plugin(profile: Profile, cluster: ClusterSettings) -> Release | None
     values: dict[str, Any] = {
         "gfd": {"enabled": True},  # GPU feature discovery: nvidia.com/gpu.product etc. node labels
         # NFD must run on the tainted GPU nodes to label them, or the plugin's affinity never matches.
-        "nfd": {
-            "worker": {
-                "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-            }
-        },
+        "nfd": {"worker": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]}},
     }
     if cluster.kind is not None:
         # nvkind style: the runtime exists only on the GPU worker, behind the `nvidia` RuntimeClass.
@@ -211,13 +207,37 @@ def _ingress(profile: Profile, cluster: ClusterSettings) -> Release:
     )
 
 
-# Install order. Issue 7 adds JupyterHub and Argo Workflows builders here (after the operator,
-# before ingress-nginx), each behind a switch in cluster.addons.
+def _argo_workflows(profile: Profile, cluster: ClusterSettings) -> Release | None:
+    from dogbooth.pipeline import argo
+
+    if not cluster.addons.argo_workflows:
+        return None
+    namespace = profile.chart.namespace if profile.chart else "dogbooth"
+    system = {"dogbooth.io/pool": "system"} if cluster.eks is not None else {}
+    values = argo.argo_release_values(profile, namespace, system)
+    return Release("argo-workflows", argo.ARGO_NAMESPACE, "argo-workflows",
+                   "https://argoproj.github.io/argo-helm", argo.ARGO_CHART_VERSION, values)  # fmt: skip
+
+
+def _jupyterhub(profile: Profile, cluster: ClusterSettings) -> Release | None:
+    from dogbooth import jupyterhub
+
+    if jupyterhub.settings(profile) is None:
+        return None
+    values = jupyterhub.values(profile)
+    owns_lb = values["proxy"]["service"]["type"] == "LoadBalancer"
+    return Release("jupyterhub", jupyterhub.NAMESPACE, "jupyterhub", "https://hub.jupyter.org/helm-chart/",
+                   jupyterhub.CHART_VERSION, values, owns_load_balancer=owns_lb)  # fmt: skip
+
+
+# Install order: JupyterHub and Argo Workflows after the operator, before ingress-nginx.
 _BUILDERS: tuple[Callable[[Profile, ClusterSettings], Release | None], ...] = (
     _lb_controller,
     _monitoring,
     _kuberay,
     _device_plugin,
+    _argo_workflows,
+    _jupyterhub,
     _ingress,
 )
 

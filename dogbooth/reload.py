@@ -67,9 +67,7 @@ def with_revision(config: dict[str, Any], revision: str) -> dict[str, Any]:
     return out
 
 
-def reload(
-    dashboard_url: str = DASHBOARD_URL, *, services_dir: Path = SERVICES_DIR, timeout_s: float = 180
-) -> str:
+def reload(dashboard_url: str = DASHBOARD_URL, *, services_dir: Path = SERVICES_DIR, timeout_s: float = 180) -> str:
     """Redeploy with the revision of `services_dir`; return it once /readyz serves it.
 
     Tilt syncs each pod in turn, so a replica on a worker can start before that worker has the new

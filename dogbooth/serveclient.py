@@ -35,9 +35,7 @@ class ServeClient:
         deadline = time.monotonic() + retry_s
         while True:
             try:
-                r = requests.put(
-                    f"{self.url}/api/serve/applications/", json=config, headers=self.headers, timeout=60
-                )
+                r = requests.put(f"{self.url}/api/serve/applications/", json=config, headers=self.headers, timeout=60)
                 if r.ok:
                     return
                 if r.status_code < 500 or time.monotonic() > deadline:

@@ -86,9 +86,7 @@ def tool_version(tool: Tool, which: Callable[[str], str | None] = shutil.which) 
     if path is None:
         raise FileNotFoundError(tool.name)
     try:
-        out = subprocess.run(
-            [path, *tool.version_args], capture_output=True, text=True, timeout=30, check=False
-        )
+        out = subprocess.run([path, *tool.version_args], capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return parse_version(out.stdout + out.stderr) if out.returncode == 0 else None
@@ -169,9 +167,7 @@ class Runner:
         out_lines: deque[str] = deque()  # unbounded: callers parse stdout (JSON, names)
         err_tail: deque[str] = deque(maxlen=400)
         readers = [
-            threading.Thread(
-                target=_drain, args=(proc.stderr, err_tail, sys.stderr if stream else None), daemon=True
-            )
+            threading.Thread(target=_drain, args=(proc.stderr, err_tail, sys.stderr if stream else None), daemon=True)
         ]
         if proc.stdout is not None:
             readers.append(threading.Thread(target=_drain, args=(proc.stdout, out_lines, None), daemon=True))

@@ -74,8 +74,9 @@ class Imagine:
         self.args = AppArgs.model_validate(args)
         self.generator = Generator(self.args)
         self._api_key = os.environ.get(self.args.api_key_env) or None
-        self._generate_batch.set_max_batch_size(self.args.batching.max_batch_size)
-        self._generate_batch.set_batch_wait_timeout_s(self.args.batching.batch_wait_timeout_s)
+        # serve.batch's wrapper has these setters; its type stubs don't say so.
+        self._generate_batch.set_max_batch_size(self.args.batching.max_batch_size)  # type: ignore[attr-defined]
+        self._generate_batch.set_batch_wait_timeout_s(self.args.batching.batch_wait_timeout_s)  # type: ignore[attr-defined]
 
     def check_health(self) -> None:
         """Serve restarts a replica whose pipeline is gone."""
@@ -148,4 +149,4 @@ class Imagine:
 def build_app(args: dict[str, Any]) -> serve.Application:
     """The Serve app builder (`import_path: services.app:build_app`). Validates before any replica starts."""
     app_args = AppArgs.model_validate(args)
-    return Imagine.bind(app_args.model_dump())
+    return Imagine.bind(app_args.model_dump())  # type: ignore[attr-defined]  # added by @serve.deployment

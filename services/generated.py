@@ -123,9 +123,7 @@ def build_pipeline(spec: GeneratedSpec) -> Any:
     text_encoder = CLIPTextModel(text_config)
     with tempfile.TemporaryDirectory() as tmp:
         write_tokenizer_files(Path(tmp))
-        tokenizer = CLIPTokenizer(
-            str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"), model_max_length=77
-        )
+        tokenizer = CLIPTokenizer(str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"), model_max_length=77)
     scheduler = DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,

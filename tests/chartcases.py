@@ -37,9 +37,7 @@ class Rendered:
 
     def containers(self) -> dict[str, dict[str, Any]]:
         """Every container the RayService makes, including the autoscaler sidecar when enabled."""
-        found = {
-            f"{pod}/{c['name']}": c for pod, spec in self.pod_specs().items() for c in spec["containers"]
-        }
+        found = {f"{pod}/{c['name']}": c for pod, spec in self.pod_specs().items() for c in spec["containers"]}
         autoscaler = self.rayservice["spec"]["rayClusterConfig"].get("autoscalerOptions")
         if self.rayservice["spec"]["rayClusterConfig"].get("enableInTreeAutoscaling"):
             found["head/autoscaler"] = autoscaler

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from conftest import make_test_profile
+
 from dogbooth import devloop, local, profiles
 from dogbooth.errors import BringUpError
 

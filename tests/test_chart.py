@@ -201,9 +201,7 @@ def test_profile_chart_errors_name_the_key(tmp_path: Path) -> None:
         profiles.load_file(path)
 
 
-def test_render_command_writes_manifests_and_releases(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_render_command_writes_manifests_and_releases(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["render", "--profile", "kind-gpu", "--output", str(tmp_path)]) == 0
     written = {Path(line).name for line in capsys.readouterr().out.split()}
     assert written == {

@@ -92,9 +92,7 @@ def test_network_policy_admits_only_the_serve_port_from_outside(name: str) -> No
         elif ports == [DASHBOARD_PORT]:  # the operator, and only the operator, deploys serveConfigV2
             (peer,) = peers
             assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "kuberay-operator"}
-            assert peer["namespaceSelector"]["matchLabels"] == {
-                "kubernetes.io/metadata.name": "kuberay-system"
-            }
+            assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "kuberay-system"}
         else:  # Ray's own pods talk to each other on every port
             assert peers == [{"podSelector": own}], rule
 
@@ -108,9 +106,7 @@ def test_network_policy_is_behind_a_value() -> None:
     (policy,) = [o for o in chart.manifests(chart.render_manifests(values)) if o["kind"] == "NetworkPolicy"]
     scrape = policy["spec"]["ingress"][-1]
     assert scrape["ports"] == [{"port": 8080, "protocol": "TCP"}]
-    assert scrape["from"][0]["namespaceSelector"]["matchLabels"] == {
-        "kubernetes.io/metadata.name": "monitoring"
-    }
+    assert scrape["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
 
 
 @pytest.mark.parametrize("name", CLUSTER_PROFILES)
@@ -138,9 +134,7 @@ def test_hf_token_and_api_key_come_from_their_secrets(name: str) -> None:
                 settings.api_key.secret.secret_name,
                 settings.api_key.secret.secret_key,
             )
-            assert (
-                ref.get("optional") is not True
-            )  # no key Secret, no pod: never an open endpoint by accident
+            assert ref.get("optional") is not True  # no key Secret, no pod: never an open endpoint by accident
         else:
             assert api_key is None, key
         if on_worker and settings.hf_token:

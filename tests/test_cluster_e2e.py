@@ -33,9 +33,7 @@ def _nox(*args: str, timeout_s: float) -> subprocess.CompletedProcess[str]:
 def kind_cpu_endpoint() -> Iterator[str]:
     problems = find_problems(required_tools("kind", "up"))
     if problems:
-        pytest.skip(
-            "kind end-to-end needs the cluster tools: " + "; ".join(p.split(";")[0] for p in problems)
-        )
+        pytest.skip("kind end-to-end needs the cluster tools: " + "; ".join(p.split(";")[0] for p in problems))
     if importlib.util.find_spec("nox") is None:
         pytest.skip("nox is not installed in this environment")
     try:
@@ -51,9 +49,7 @@ def kind_cpu_endpoint() -> Iterator[str]:
 
 def test_imagine_through_the_ingress(kind_cpu_endpoint: str) -> None:
     assert kind_cpu_endpoint.startswith("http://127.0.0.1:8080/dogbooth/serve/")
-    response = httpx.get(
-        kind_cpu_endpoint, params={"prompt": "a photo of a dog", "steps": 2, "seed": 1}, timeout=180
-    )
+    response = httpx.get(kind_cpu_endpoint, params={"prompt": "a photo of a dog", "steps": 2, "seed": 1}, timeout=180)
     assert response.status_code == 200, response.text[:500]
     assert response.headers["content-type"] == "image/png"
     assert response.content.startswith(b"\x89PNG")

@@ -90,8 +90,7 @@ def test_local_chart_goes_by_path(helm_log: Path) -> None:
     argv = _calls(helm_log)[0]["argv"]
     assert isinstance(argv, list)
     assert (
-        argv[2] == str(REPO_ROOT / "charts" / "dogbooth")
-        and "--repo" not in argv  # helm ignores --version here
+        argv[2] == str(REPO_ROOT / "charts" / "dogbooth") and "--repo" not in argv  # helm ignores --version here
     )
     assert argv[argv.index("--kubeconfig") + 1] == "/tmp/kc"
 

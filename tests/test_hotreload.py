@@ -6,8 +6,8 @@ import threading
 import time
 
 import requests
-
 from conftest import Stack
+
 from dogbooth import devloop, local
 from services.revision import code_revision
 

@@ -38,12 +38,8 @@ def upstream() -> Iterator[str]:
         server.shutdown()
 
 
-def test_fetch_writes_the_shared_layout(
-    upstream: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setattr(
-        k8svalidate, "PINNED_FILES", {rel: f"{upstream}/{rel}" for rel in k8svalidate.PINNED_FILES}
-    )
+def test_fetch_writes_the_shared_layout(upstream: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(k8svalidate, "PINNED_FILES", {rel: f"{upstream}/{rel}" for rel in k8svalidate.PINNED_FILES})
     written = k8svalidate.fetch_schemas(tmp_path / "schemas")
     assert {p.relative_to(tmp_path / "schemas").as_posix() for p in written} == set(k8svalidate.PINNED_FILES)
     for rel in k8svalidate.PINNED_FILES:
@@ -61,10 +57,6 @@ def test_fetch_failure_names_the_url(upstream: str, monkeypatch: pytest.MonkeyPa
 
 def test_pinned_urls_name_the_shared_versions() -> None:
     urls = "\n".join(k8svalidate.PINNED_FILES.values())
-    assert (
-        "kuberay/v1.7.0/" in urls
-        and "argo-workflows/v4.1.2/" in urls
-        and "zero-to-jupyterhub-k8s/4.4.0/" in urls
-    )
+    assert "kuberay/v1.7.0/" in urls and "argo-workflows/v4.1.2/" in urls and "zero-to-jupyterhub-k8s/4.4.0/" in urls
     if SHARED.is_dir():
         assert all((SHARED / rel).is_file() for rel in k8svalidate.PINNED_FILES)

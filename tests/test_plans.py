@@ -59,9 +59,7 @@ def test_dev_ends_in_tilt_after_the_addons(name: str) -> None:
 def test_eks_down_is_the_reverse_with_the_load_balancer_wait_before_deletion() -> None:
     p = cluster.build_plan("down", profiles.load("eks"))
     phases = p.phases()
-    assert (
-        phases.index("app") < phases.index("ingress") < phases.index("lb-wait") < phases.index("volumes-wait")
-    )
+    assert phases.index("app") < phases.index("ingress") < phases.index("lb-wait") < phases.index("volumes-wait")
     assert p.steps[-1].phase == "cluster" and "eksctl delete cluster" in p.steps[-1].detail[0]
     assert [t for t in _titles(p) if t.startswith("helm uninstall")] == [
         "helm uninstall dogbooth",
@@ -71,9 +69,7 @@ def test_eks_down_is_the_reverse_with_the_load_balancer_wait_before_deletion() -
     assert not any("aws-load-balancer-controller" in t for t in _titles(p))
     # Idempotent: everything touching the cluster is gated on it existing, the AWS-side LB check is not.
     gated = {s.title: s.only_if for s in p.steps}
-    assert all(
-        v == "cluster_exists" for t, v in gated.items() if t.startswith(("helm", "delete the cluster"))
-    )
+    assert all(v == "cluster_exists" for t, v in gated.items() if t.startswith(("helm", "delete the cluster")))
     assert gated["wait until AWS has deleted the load balancers (runs even if the cluster is gone)"] is None
 
 
@@ -109,13 +105,8 @@ def test_releases_per_profile() -> None:
     assert names["kind-gpu"]["nvidia-device-plugin"].values["gfd"] == {"enabled": True}
     assert names["kind-gpu"]["nvidia-device-plugin"].values["runtimeClassName"] == "nvidia"
     assert "runtimeClassName" not in names["eks"]["nvidia-device-plugin"].values
-    assert (
-        "aws-load-balancer-controller" in names["eks"]
-        and "aws-load-balancer-controller" not in names["kind-cpu"]
-    )
-    assert [r.name for r in releases.releases_for(profiles.load("eks")) if r.owns_load_balancer] == [
-        "ingress-nginx"
-    ]
+    assert "aws-load-balancer-controller" in names["eks"] and "aws-load-balancer-controller" not in names["kind-cpu"]
+    assert [r.name for r in releases.releases_for(profiles.load("eks")) if r.owns_load_balancer] == ["ingress-nginx"]
     assert releases.releases_for(profiles.load("local")) == []
     for release in names["eks"].values():
         assert set(release.to_dict()) == {"name", "namespace", "chart", "repo", "version", "values"}
@@ -139,22 +130,16 @@ def test_kind_ports_match_the_ingress_host_ports(name: str) -> None:
     assert registry["kind"] == "Registry" and kind_cluster["registry"] == registry["name"]
     control_plane = kind_cluster["kindV1Alpha4Cluster"]["nodes"][0]
     mapped = {m["containerPort"]: m["hostPort"] for m in control_plane["extraPortMappings"]}
-    ingress = next(r for r in releases.releases_for(profile) if r.name == "ingress-nginx").values[
-        "controller"
-    ]
+    ingress = next(r for r in releases.releases_for(profile) if r.name == "ingress-nginx").values["controller"]
     assert set(mapped) == set(ingress["hostPort"]["ports"].values()) == {80, 443}
     assert mapped[80] == profile.cluster.kind.ingress_http_port
-    assert control_plane["labels"].items() >= ingress["nodeSelector"].items() - {
-        ("kubernetes.io/os", "linux")
-    }
+    assert control_plane["labels"].items() >= ingress["nodeSelector"].items() - {("kubernetes.io/os", "linux")}
     workers = kind_cluster["kindV1Alpha4Cluster"]["nodes"][1:]
     if profile.cluster.kind.gpu:
         assert workers[0]["extraMounts"] == [
             {"hostPath": "/dev/null", "containerPath": "/var/run/nvidia-container-devices/all"}
         ]
-        assert (
-            "nvidia-ctk runtime configure --runtime=containerd" in clusterconfig.GPU_NODE_SCRIPT.read_text()
-        )
+        assert "nvidia-ctk runtime configure --runtime=containerd" in clusterconfig.GPU_NODE_SCRIPT.read_text()
         assert "nvidia-runtimeclass.yaml" in cluster.build_plan("up", profile).describe()
     else:
         assert workers == []
@@ -186,8 +171,7 @@ def test_eks_name_and_region_from_profile_or_environment() -> None:
     settings = EksSettings(region="us-west-2")
     assert eks_target(settings, env={}).region == "us-west-2"
     assert (
-        eks_target(settings, env={"DOGBOOTH_EKS_REGION": "us-east-1", "AWS_REGION": "eu-west-1"}).region
-        == "us-east-1"
+        eks_target(settings, env={"DOGBOOTH_EKS_REGION": "us-east-1", "AWS_REGION": "eu-west-1"}).region == "us-east-1"
     )
     assert eks_target(EksSettings(), env={"AWS_REGION": "eu-west-1"}).region == "eu-west-1"
     assert eks_target(settings, env={"DOGBOOTH_EKS_CLUSTER": "mine"}).name == "mine"
@@ -214,9 +198,7 @@ def test_deploy_snapshots_are_current(name: str) -> None:
 
 
 def _run_cli(*args: str, env_path: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("AWS_") and not k.startswith("DOGBOOTH_EKS")
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and not k.startswith("DOGBOOTH_EKS")}
     env["PATH"] = env_path
     return subprocess.run(
         [sys.executable, "-m", "dogbooth", *args],
@@ -231,11 +213,7 @@ def _run_cli(*args: str, env_path: str) -> subprocess.CompletedProcess[str]:
 def test_dry_runs_need_no_tools_and_no_credentials(tmp_path: Path) -> None:
     cloud = _run_cli("cloud", "--dry-run", env_path=str(tmp_path))
     assert cloud.returncode == 0, cloud.stderr
-    assert (
-        "eksctl create cluster" in cloud.stdout
-        and "aws ecr" in cloud.stdout
-        and "kuberay-operator" in cloud.stdout
-    )
+    assert "eksctl create cluster" in cloud.stdout and "aws ecr" in cloud.stdout and "kuberay-operator" in cloud.stdout
     down = _run_cli("down", "--profile", "eks", "--dry-run", env_path=str(tmp_path))
     assert down.returncode == 0, down.stderr
     assert (
@@ -316,10 +294,7 @@ def test_diagnose_names_what_is_stuck() -> None:
     assert "does not exist" in kube.diagnose([], None)
     ready = {"status": {"conditions": [{"type": "Ready", "status": "True"}]}}
     assert kube.is_ready(ready) and not kube.is_ready(service)
-    assert (
-        kube.ingress_address([{"status": {"loadBalancer": {"ingress": [{"hostname": "k8s-x.elb"}]}}}])
-        == "k8s-x.elb"
-    )
+    assert kube.ingress_address([{"status": {"loadBalancer": {"ingress": [{"hostname": "k8s-x.elb"}]}}}]) == "k8s-x.elb"
 
 
 def test_eks_plans_touch_nothing_while_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -372,8 +347,7 @@ def _fake_tools(bin_dir: Path, log: Path, behaviour: dict[str, str]) -> None:
     for name, version in VERSIONS.items():
         body = behaviour.get(name, "")
         script = (
-            f'#!/bin/sh\ncase "$*" in *version*) echo "{version}"; exit 0;; esac\n'
-            f'echo "{name} $*" >> {log}\n{body}\n'
+            f'#!/bin/sh\ncase "$*" in *version*) echo "{version}"; exit 0;; esac\necho "{name} $*" >> {log}\n{body}\n'
         )
         (bin_dir / name).write_text(script)
         (bin_dir / name).chmod(0o755)

@@ -42,9 +42,7 @@ def test_reload_redeploys_only_the_revision(stack: Stack, monkeypatch: pytest.Mo
     served = _ready(stack)
     # The directory the replicas import from (the stack's copy, or the checkout Ray's workers see).
     (source,) = [
-        d
-        for d in (stack.source_root / "services", REPO_ROOT / "services")
-        if code_revision(d) == served["revision"]
+        d for d in (stack.source_root / "services", REPO_ROOT / "services") if code_revision(d) == served["revision"]
     ][:1]
 
     # A new revision in the runtime_env alone restarts the replicas, on the same running Ray.
@@ -57,8 +55,6 @@ def test_reload_redeploys_only_the_revision(stack: Stack, monkeypatch: pytest.Mo
 
     # reload() puts back the config the cluster ran, with the revision of the files on disk.
     assert reload.reload(state.dashboard_url, services_dir=source, timeout_s=120) == served["revision"]
-    assert reload.running_config(state.dashboard_url, state.token) == reload.with_revision(
-        before, served["revision"]
-    )
+    assert reload.running_config(state.dashboard_url, state.token) == reload.with_revision(before, served["revision"])
     assert _ready(stack)["revision"] == served["revision"]
     assert local.is_alive(state)

@@ -7,9 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from PIL import Image
-
 from conftest import Stack
+from PIL import Image
 
 PROMPT = "a photo of sks dog"
 

@@ -65,9 +65,7 @@ def test_one_error_lists_every_missing_or_old_tool_with_hints(bin_dir: Path) -> 
     problems = info.value.problems
     assert [p.split()[0].rstrip(":") for p in problems] == ["kind", "ctlptl", "helm", "tilt"]
     assert "0.20 is too old" in problems[0] or "0.20.0 is too old" in problems[0]
-    assert all(
-        ("install:" in p or "upgrade:" in p or "reinstall:" in p) and "https://" in p for p in problems
-    )
+    assert all(("install:" in p or "upgrade:" in p or "reinstall:" in p) and "https://" in p for p in problems)
     assert "--dry-run" in str(info.value) and "4 required tool(s)" in str(info.value)
 
 
@@ -154,9 +152,7 @@ def test_runner_env_and_cwd(bin_dir: Path, tmp_path: Path) -> None:
 
 def test_python_is_not_needed_on_path(bin_dir: Path) -> None:
     # The CLI runs from the venv by absolute path; tools are found on PATH only.
-    assert tools.find_problems(["docker"]) == [
-        f"docker: not found on PATH; install: {tools.TOOLS['docker'].install}"
-    ]
+    assert tools.find_problems(["docker"]) == [f"docker: not found on PATH; install: {tools.TOOLS['docker'].install}"]
     assert Path(sys.executable).exists()
 
 

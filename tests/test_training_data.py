@@ -98,9 +98,7 @@ def test_only_complete_checkpoints_are_listed(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["eks", "kind-gpu"])
 def test_cluster_job_renders_and_validates(name: str) -> None:
-    request = cluster.JobRequest(
-        run_name="t1", hub_repo="me/dog", flags={"max_train_steps": 100, "output": "x"}
-    )
+    request = cluster.JobRequest(run_name="t1", hub_repo="me/dog", flags={"max_train_steps": 100, "output": "x"})
     objects = cluster.render_job(load_profile(name), request)  # validate_k8s runs inside
     job = next(o for o in objects if o["kind"] == "Job")
     pod = job["spec"]["template"]["spec"]
@@ -113,9 +111,7 @@ def test_cluster_job_renders_and_validates(name: str) -> None:
     mount = container["volumeMounts"][0]["mountPath"]
     assert f"--output={mount}/models/dogbooth-model" in container["args"]
     claims = [o for o in objects if o["kind"] == "PersistentVolumeClaim"]
-    assert len(claims) == (
-        1 if name == "eks" else 0
-    )  # eks caches are per worker: the Job gets its own volume
+    assert len(claims) == (1 if name == "eks" else 0)  # eks caches are per worker: the Job gets its own volume
 
 
 def test_dry_run_cli_prints_a_gpu_job() -> None:

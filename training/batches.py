@@ -73,10 +73,8 @@ def diffusion_loss(recipe: DreamBoothRecipe, micro_step: int) -> Any:
     steps = torch.randint(0, recipe.noise_scheduler.config.num_train_timesteps, (x0.shape[0],), generator=gen)
     scheduler = recipe.noise_scheduler
     noisy = scheduler.add_noise(x0, noise, steps)
-    if scheduler.config.prediction_type == "v_prediction":
-        target = scheduler.get_velocity(x0, noise, steps)
-    else:
-        target = noise
+    v_prediction = scheduler.config.prediction_type == "v_prediction"
+    target = scheduler.get_velocity(x0, noise, steps) if v_prediction else noise
     device = recipe.device
     unet = recipe.trainables[0]
     with recipe.accelerator.autocast():

@@ -98,9 +98,7 @@ def resolve_resume(work_dir: str | Path, resume: str | None) -> Checkpoint | Non
         return found
     chosen = _read(Path(resume))
     if chosen is None:
-        raise CheckpointError(
-            f"--resume {resume}: not a complete checkpoint directory (expected checkpoint-<step>)"
-        )
+        raise CheckpointError(f"--resume {resume}: not a complete checkpoint directory (expected checkpoint-<step>)")
     return chosen
 
 

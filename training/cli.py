@@ -24,9 +24,7 @@ def add_run_args(p: argparse.ArgumentParser, *, base_model_flag: bool = True) ->
     if base_model_flag:
         p.add_argument("--base-model", help="tiny, small, a directory, or org/name[@revision]")
     p.add_argument("--method", choices=["full", "lora"], help="full fine-tune or LoRA")
-    p.add_argument(
-        "--max-train-steps", type=int, help="optimizer steps in total (a resumed run counts from 0)"
-    )
+    p.add_argument("--max-train-steps", type=int, help="optimizer steps in total (a resumed run counts from 0)")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--output", type=Path, help="export directory; checkpoints go to <output>.work")

@@ -52,9 +52,7 @@ class JobRequest:
 def _config_path(profile: Profile) -> str:
     """The profile's training config, checked here so a typo fails before anything reaches the cluster."""
     if not profile.training_config:
-        raise TrainingError(
-            f"{profile.source}: training_config: missing; name a training/configs/*.yaml file"
-        )
+        raise TrainingError(f"{profile.source}: training_config: missing; name a training/configs/*.yaml file")
     path = REPO_ROOT / profile.training_config
     config_mod.load(path)
     return profile.training_config
@@ -63,11 +61,7 @@ def _config_path(profile: Profile) -> str:
 def training_values(profile: Profile, request: JobRequest) -> dict[str, Any]:
     from dogbooth.chart import chart_values
 
-    extra = [
-        f"--{k.replace('_', '-')}={v}"
-        for k, v in request.flags.items()
-        if k in PASS_THROUGH and v is not None
-    ]
+    extra = [f"--{k.replace('_', '-')}={v}" for k, v in request.flags.items() if k in PASS_THROUGH and v is not None]
     values = chart_values(profile, image=request.image)
     values["training"] = {
         "enabled": True,
@@ -90,9 +84,7 @@ def render_job(profile: Profile, request: JobRequest) -> list[dict[str, Any]]:
     from dogbooth.k8svalidate import validate_k8s
 
     if profile.platform == "local":
-        raise TrainingError(
-            f"profile {profile.name} is platform local: it trains in this process, not as a Job"
-        )
+        raise TrainingError(f"profile {profile.name} is platform local: it trains in this process, not as a Job")
     rendered = render_manifests(training_values(profile, request), namespace=settings(profile).namespace)
     texts = [text for path, text in rendered.items() if path.endswith(TEMPLATE)]
     if not texts:
@@ -112,9 +104,7 @@ def _job(objects: list[dict[str, Any]]) -> dict[str, Any]:
     return next(obj for obj in objects if obj["kind"] == "Job")
 
 
-def submit(
-    profile: Profile, objects: list[dict[str, Any]], *, follow: bool = True, timeout_s: float = 6 * 3600
-) -> str:
+def submit(profile: Profile, objects: list[dict[str, Any]], *, follow: bool = True, timeout_s: float = 6 * 3600) -> str:
     """`kubectl apply` the Job, then stream its logs until it completes; returns the Job name."""
     from dogbooth.cluster import kube_target
     from dogbooth.tools import Runner, require
@@ -134,17 +124,13 @@ def submit(
     deadline = time.monotonic() + timeout_s
     while True:
         # `logs -f` returns when the pod ends, or early while it is still Pending; loop until the Job settles.
-        runner.run(
-            [*kubectl, "logs", "-f", f"job/{name}", "--pod-running-timeout=20m"], stream=True, ok_codes=(0, 1)
-        )
+        runner.run([*kubectl, "logs", "-f", f"job/{name}", "--pod-running-timeout=20m"], stream=True, ok_codes=(0, 1))
         status = _job_status(runner, kubectl, name)
         if status == "Complete":
             log.info("job/%s completed", name)
             return name
         if status == "Failed":
-            raise DogboothError(
-                f"training job/{name} failed; see `kubectl -n {namespace} describe job/{name}`"
-            )
+            raise DogboothError(f"training job/{name} failed; see `kubectl -n {namespace} describe job/{name}`")
         if time.monotonic() > deadline:
             raise DogboothError(f"training job/{name} still running after {timeout_s:.0f}s; it keeps running")
         time.sleep(10)

@@ -38,9 +38,7 @@ def _flags(a: argparse.Namespace) -> dict[str, Any]:
 
 def _config_for(profile: Profile) -> Path:
     if not profile.training_config:
-        raise TrainingError(
-            f"{profile.source}: training_config: missing; name a training/configs/*.yaml file"
-        )
+        raise TrainingError(f"{profile.source}: training_config: missing; name a training/configs/*.yaml file")
     return REPO_ROOT / profile.training_config
 
 
@@ -74,9 +72,7 @@ def _train_in_cluster(profile: Profile, a: argparse.Namespace) -> None:
         instance_dir=str(a.instance_dir) if a.instance_dir else None,
     )
     if a.resume not in (None, "latest"):
-        raise TrainingError(
-            "--resume: the Job always resumes from the newest checkpoint on its volume (latest)"
-        )
+        raise TrainingError("--resume: the Job always resumes from the newest checkpoint on its volume (latest)")
     objects = cluster.render_job(profile, request)
     if a.dry_run:
         print(cluster.to_yaml(objects), end="", flush=True)

@@ -35,9 +35,7 @@ def image_files(folder: Path) -> list[Path]:
             continue
         (files if path.suffix.lower() in IMAGE_SUFFIXES else skipped).append(path)
     if skipped:
-        log.info(
-            "%s: skipping %d non-image file(s): %s", folder, len(skipped), ", ".join(p.name for p in skipped)
-        )
+        log.info("%s: skipping %d non-image file(s): %s", folder, len(skipped), ", ".join(p.name for p in skipped))
     return files
 
 
@@ -100,9 +98,7 @@ def _draw_object(draw: ImageDraw.ImageDraw, cx: float, cy: float, r: float) -> N
     """The one distinctive object: a magenta disc with a yellow ring and a black cross."""
     draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=(220, 20, 160))
     ring = r * 0.6
-    draw.ellipse(
-        (cx - ring, cy - ring, cx + ring, cy + ring), outline=(250, 220, 0), width=max(1, int(r / 5))
-    )
+    draw.ellipse((cx - ring, cy - ring, cx + ring, cy + ring), outline=(250, 220, 0), width=max(1, int(r / 5)))
     bar = max(1, int(r / 6))
     draw.rectangle((cx - r * 0.9, cy - bar / 2, cx + r * 0.9, cy + bar / 2), fill=(0, 0, 0))
     draw.rectangle((cx - bar / 2, cy - r * 0.9, cx + bar / 2, cy + r * 0.9), fill=(0, 0, 0))

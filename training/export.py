@@ -32,9 +32,7 @@ LOSS_WINDOW = 10  # initial_loss / final_loss: the mean of this many steps at ea
 def check_hub_token(cfg: ExportConfig) -> None:
     """Fail before training, not after, when a push is asked for without a token."""
     if cfg.hub_repo and not os.environ.get("HF_TOKEN"):
-        raise TrainingError(
-            f"export.hub_repo is {cfg.hub_repo!r} but HF_TOKEN is not set; set it or drop hub_repo"
-        )
+        raise TrainingError(f"export.hub_repo is {cfg.hub_repo!r} but HF_TOKEN is not set; set it or drop hub_repo")
 
 
 def loss_summary(losses: list[float]) -> dict[str, float | None]:
@@ -81,9 +79,7 @@ def _save_lora(recipe: DreamBoothRecipe, directory: Path) -> None:
 
     unwrap = recipe.accelerator.unwrap_model
     layers: dict[str, Any] = {
-        "unet_lora_layers": convert_state_dict_to_diffusers(
-            get_peft_model_state_dict(unwrap(recipe.trainables[0]))
-        )
+        "unet_lora_layers": convert_state_dict_to_diffusers(get_peft_model_state_dict(unwrap(recipe.trainables[0])))
     }
     if recipe.cfg.model.train_text_encoder:
         text_state = get_peft_model_state_dict(unwrap(recipe.trainables[1]))

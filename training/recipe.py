@@ -153,17 +153,13 @@ class DreamBoothRecipe:
         if d.instance_dir:
             folder = Path(d.instance_dir).expanduser()
         else:
-            folder = write_synthetic_dataset(
-                self.work_dir / "instance-images", d.synthetic_images, t.resolution
-            )
+            folder = write_synthetic_dataset(self.work_dir / "instance-images", d.synthetic_images, t.resolution)
             log.info(
                 "no data.instance_dir: using %d generated images of one object in %s",
                 d.synthetic_images,
                 folder,
             )
-        self.instance_images = load_folder(
-            folder, t.resolution, min_side=d.min_side, center_crop=d.center_crop
-        )
+        self.instance_images = load_folder(folder, t.resolution, min_side=d.min_side, center_crop=d.center_crop)
 
     def _setup_data(self) -> None:
         d, t, p = self.cfg.data, self.cfg.train, self.cfg.prior
@@ -249,9 +245,7 @@ class DreamBoothRecipe:
         import torch
 
         if not torch.cuda.is_available() or self.device.type != "cuda":
-            log.warning(
-                "optimizer.use_8bit_adam: needs a CUDA GPU; using torch AdamW (optimizer state x4 larger)"
-            )
+            log.warning("optimizer.use_8bit_adam: needs a CUDA GPU; using torch AdamW (optimizer state x4 larger)")
             import torch.optim
 
             return torch.optim.AdamW
@@ -276,9 +270,7 @@ class DreamBoothRecipe:
             candidates = list(reversed(checkpoints.complete_checkpoints(self.work_dir)))
         for candidate in candidates:
             if candidate.step > self.cfg.train.max_train_steps:
-                raise TrainingError(
-                    f"{candidate.path} is at step {candidate.step}, past train.max_train_steps"
-                )
+                raise TrainingError(f"{candidate.path} is at step {candidate.step}, past train.max_train_steps")
             try:
                 self.accelerator.load_state(str(candidate.path))
             except TrainingError:
