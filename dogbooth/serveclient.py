@@ -40,7 +40,7 @@ class ServeClient:
                     return
                 if r.status_code < 500 or time.monotonic() > deadline:
                     raise BringUpError(f"Serve rejected the config ({r.status_code}): {r.text[:2000]}")
-            except requests.ConnectionError as e:
+            except requests.RequestException as e:
                 if time.monotonic() > deadline:
                     raise BringUpError(f"the Ray dashboard at {self.url} is unreachable: {e}") from e
             time.sleep(1)
@@ -58,7 +58,7 @@ class ServeClient:
         while True:
             try:
                 app = self.applications().get(APP_NAME, {})
-            except requests.ConnectionError:  # the dashboard restarts a module under load; not fatal
+            except requests.RequestException:  # the dashboard restarts a module under load; not fatal
                 app = {"status": last or "UNREACHABLE"}
             status = app.get("status", "NOT_STARTED")
             if status != last:
