@@ -44,6 +44,55 @@ def down(session: nox.Session) -> None:
     _dogbooth(session, "down")
 
 
+@nox.session(venv_backend="none", default=False)
+def cloud(session: nox.Session) -> None:
+    """`up` on EKS (profile eks): eksctl, ECR image, add-ons, chart; `-- --dry-run` prints the plan."""
+    _dogbooth(session, "cloud")
+
+
+@nox.session(venv_backend="none")
+def render(session: nox.Session) -> None:
+    """Render charts/dogbooth and releases.yaml: `-- --profile kind-cpu --output out/kind-cpu`."""
+    _dogbooth(session, "render")
+
+
+@nox.session(venv_backend="none", default=False)
+def train(session: nox.Session) -> None:
+    """DreamBooth fine-tune: `-- --profile local --max-train-steps 30 --output DIR`; eks|kind-gpu: a Job."""
+    _dogbooth(session, "train")
+
+
+@nox.session(venv_backend="none", default=False)
+def pipeline(session: nox.Session) -> None:
+    """Fine-tune, validate, gate, deploy: `-- --profile local` in-process; eks|kind via Argo (`--dry-run`)."""
+    _dogbooth(session, "pipeline")
+    logging.getLogger("nox").setLevel(logging.WARNING)  # the endpoint stays the last line printed
+
+
+@nox.session(venv_backend="none", default=False)
+def fetch_schemas(session: nox.Session) -> None:
+    """Download the pinned CRDs and JupyterHub schema: `-- --output DIR`; then DOGBOOTH_SCHEMA_DIR=DIR."""
+    _dogbooth(session, "fetch-schemas")
+
+
+@nox.session(venv_backend="none", default=False)
+def reliability(session: nox.Session) -> None:
+    """Fuzzing, overload, replica kill, training kill and auth on a private local stack; writes reports/reliability/."""
+    _dogbooth(session, "reliability")
+
+
+@nox.session(venv_backend="none", default=False)
+def loadtest(session: nox.Session) -> None:
+    """Locust load test, report, SLO gate: `-- --profile local --users 4 --run-time 30s --report-dir DIR`."""
+    _dogbooth(session, "loadtest")
+
+
+@nox.session(venv_backend="none", default=False)
+def bench(session: nox.Session) -> None:
+    """Raw pipeline vs dogbooth vs the anchor app, images/s and p50, on tiny and small; reports/bench/."""
+    _dogbooth(session, "bench")
+
+
 @nox.session(venv_backend="none")
 def tests(session: nox.Session) -> None:
     """The test suite (real Ray Serve over HTTP on the tiny model); pytest args pass through."""

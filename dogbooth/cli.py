@@ -31,18 +31,47 @@ def _profile_args(p: argparse.ArgumentParser, *, default: str | None = "local") 
     p.add_argument("--source-root", type=Path, default=REPO_ROOT, help=argparse.SUPPRESS)
 
 
+def _cluster(command: str, profile: Profile, a: argparse.Namespace) -> None:
+    """kind and eks: run (or with --dry-run, print) the ordered plan in dogbooth/cluster.py."""
+    from dogbooth import cluster
+
+    endpoint = cluster.run(command, profile, dry_run=a.dry_run)
+    if endpoint:
+        print(f"endpoint: {endpoint}", flush=True)
+
+
+def _local_dry_run(command: str, profile: Profile) -> None:
+    print(f"profile {profile.name} is platform local: `{command}` starts/stops a Ray head on this machine "
+          "(dogbooth/local.py); nothing to plan (dry run: nothing was changed)", flush=True)  # fmt: skip
+
+
 def cmd_up(a: argparse.Namespace) -> None:
     from dogbooth import local
 
     profile = load_profile(a.profile, model=a.model, port=a.port)
+    if profile.platform != "local":
+        return _cluster("up", profile, a)
+    if a.dry_run:
+        return _local_dry_run("up", profile)
     endpoint = local.up(profile, source_root=a.source_root.resolve())
     print(f"endpoint: {endpoint}", flush=True)
+
+
+def cmd_cloud(a: argparse.Namespace) -> None:
+    profile = load_profile(a.profile, model=a.model, port=a.port)
+    if profile.platform != "eks":
+        raise DogboothError(f"cloud: profile {profile.name} is platform {profile.platform}; cloud is for eks")
+    _cluster("up", profile, a)
 
 
 def cmd_down(a: argparse.Namespace) -> None:
     from dogbooth import local
 
     profile = load_profile(a.profile)
+    if profile.platform != "local":
+        return _cluster("down", profile, a)
+    if a.dry_run:
+        return _local_dry_run("down", profile)
     local.down(profile.name)
 
 
@@ -54,13 +83,160 @@ def cmd_dev(a: argparse.Namespace) -> None:
         name, reason = devloop.choose_profile()
         print(f"dogbooth dev: profile {name} ({reason})", flush=True)
     profile = load_profile(name, model=a.model, port=a.port)
+    if profile.platform != "local":
+        return _cluster("dev", profile, a)
+    if a.dry_run:
+        return _local_dry_run("dev", profile)
     devloop.run(profile, a.source_root.resolve())
 
+
+def cmd_render(a: argparse.Namespace) -> None:
+    from dogbooth import chart
+
+    profile = load_profile(a.profile, model=a.model, port=a.port)
+    if a.stdout:
+        print(chart.render_stdout(profile, image=a.image), flush=True)
+        return
+    if a.output is None:
+        raise DogboothError("render: give --output DIR (or --stdout)")
+    for path in chart.render_all(profile, a.output, image=a.image):
+        print(path, flush=True)
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    from training.command import train
+
+    train(load_profile(a.profile, port=a.port), a)
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    from training.command import add_args
+
+    add_args(p)
+
+
+def cmd_pipeline(a: argparse.Namespace) -> None:
+    from dogbooth.pipeline import command
+
+    command.run(load_profile(a.profile, port=a.port), a)
+
+
+def _pipeline_args(p: argparse.ArgumentParser) -> None:
+    from dogbooth.pipeline import command
+
+    command.add_args(p)
+
+
+def cmd_fetch_schemas(a: argparse.Namespace) -> None:
+    from dogbooth import k8svalidate
+
+    for path in k8svalidate.fetch_schemas(a.output):
+        print(path, flush=True)
+
+
+def _fetch_schemas_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output", type=Path, default=Path("schemas"), help="target directory (default schemas/)")
+
+
+def _render_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output", type=Path, help="directory for the manifests and releases.yaml")
+    p.add_argument("--image", help="repository:tag to deploy instead of the profile's chart.image")
+    p.add_argument("--stdout", action="store_true", help="print the manifests as one YAML stream (for Tilt)")
+
+
+def _dry_run_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dry-run", action="store_true", help="print the ordered plan and change nothing")
+
+
+def cmd_loadtest(a: argparse.Namespace) -> None:
+    from loadtest import run
+
+    # --host alone tests that endpoint as is; otherwise the profile (default local) is the target.
+    use_profile = a.profile or not a.host
+    profile = load_profile(a.profile or "local", model=a.model, port=a.port) if use_profile else None
+    opts = run.Options(
+        users=a.users, spawn_rate=a.spawn_rate, run_time=a.run_time, report_dir=a.report_dir, shape=a.shape,
+        slo_file=a.slo, slo_p95_ms=a.slo_p95_ms, slo_error_rate=a.slo_error_rate,
+    )  # fmt: skip
+    run.run(profile, a.host, opts)
+
+
+def _loadtest_args(p: argparse.ArgumentParser) -> None:
+    from loadtest import run, slo
+    from loadtest.mix import SHAPE_NAMES
+
+    p.add_argument("--host", help="test this endpoint (http://host:port) instead of bringing --profile up")
+    p.add_argument("--users", type=int, default=4, help="concurrent simulated users (default 4)")
+    p.add_argument("--spawn-rate", type=float, default=4, help="users started per second (default 4)")
+    p.add_argument("--run-time", default="30s", help="how long: 30s, 2m, 1h30m (default 30s)")
+    p.add_argument("--report-dir", type=Path, default=run.Options.report_dir, help="where the report goes")
+    p.add_argument("--shape", default="steady", choices=SHAPE_NAMES, help="load shape (loadtest/shapes.py)")
+    p.add_argument("--slo", type=Path, default=slo.SLO_FILE, help="SLO file (default loadtest/slo.yaml)")
+    p.add_argument("--slo-p95-ms", type=float, help="override the p95 budget (ms)")
+    p.add_argument("--slo-error-rate", type=float, help="override the error-rate budget (0..1)")
+
+
+def cmd_bench(a: argparse.Namespace) -> None:
+    from dogbooth import bench
+
+    bench.run(bench.BenchOptions(models=a.models, duration_s=a.duration, report_dir=a.report_dir))
+
+
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models", default="tiny,small", help="generated models, comma-separated (tiny,small)")
+    p.add_argument("--duration", type=float, default=15, help="seconds per throughput measurement (15)")
+    p.add_argument("--report-dir", type=Path, default=REPO_ROOT / "reports" / "bench", help="summary.json")
+
+
+def cmd_reliability(a: argparse.Namespace) -> None:
+    from dogbooth.reliability import ReliabilityError, runner
+
+    profile = load_profile(a.profile, model=a.model)
+    options = runner.Options(report_dir=a.report_dir, fuzz_cases=a.fuzz_cases, overload_s=a.overload_s,
+                             phases=tuple(a.phases.split(",")), seed=a.seed)  # fmt: skip
+    path, failed = runner.run(profile, options)
+    print((path.parent / "summary.md").read_text(), flush=True)
+    if failed:
+        raise ReliabilityError(f"{len(failed)} goal(s) not met: {'; '.join(failed)} (report: {path})")
+    print(f"all goals met; report: {path}", flush=True)
+
+
+def _reliability_args(p: argparse.ArgumentParser) -> None:
+    from dogbooth.reliability import report, runner
+
+    p.add_argument("--report-dir", type=Path, default=runner.DEFAULT_REPORT_DIR, help="summary.json/.md here")
+    p.add_argument("--fuzz-cases", type=int, default=1000, help="generated requests to send (default 1000)")
+    p.add_argument("--overload-s", type=float, default=60, help="seconds of overload (default 60)")
+    p.add_argument("--phases", default=",".join(report.PHASES), help="comma-separated subset to run")
+    p.add_argument("--seed", type=int, default=0, help="Hypothesis seed of the fuzzing")
+
+
+EXTRA_ARGS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "reliability": _reliability_args,
+    "loadtest": _loadtest_args,
+    "bench": _bench_args,
+    "up": _dry_run_arg,
+    "down": _dry_run_arg,
+    "dev": _dry_run_arg,
+    "cloud": _dry_run_arg,
+    "render": _render_args,
+    "train": _train_args,
+    "pipeline": _pipeline_args,
+    "fetch-schemas": _fetch_schemas_args,
+}
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str]] = {
     "up": (cmd_up, "bring a profile up detached; prints the endpoint once ready"),
     "down": (cmd_down, "stop what up or dev started for a profile (idempotent)"),
     "dev": (cmd_dev, "foreground dev loop with hot reload of services/"),
+    "cloud": (cmd_cloud, "up on EKS (default profile eks): eksctl, ECR image, add-ons, chart"),
+    "render": (cmd_render, "render charts/dogbooth for a profile into --output, plus releases.yaml"),
+    "train": (cmd_train, "DreamBooth fine-tune here (local) or as a cluster Job; --model is the base"),
+    "pipeline": (cmd_pipeline, "fine-tune pipeline: prepare, train, validate, gate, deploy (local or Argo)"),
+    "loadtest": (cmd_loadtest, "Locust load test of /imagine with report, plot and SLO gate (loadtest/)"),
+    "bench": (cmd_bench, "serving efficiency: raw pipeline vs dogbooth vs the anchor app, side by side"),
+    "reliability": (cmd_reliability, "fuzzing, overload, replica kill, training kill and auth checks, with goals"),
+    "fetch-schemas": (cmd_fetch_schemas, "download the pinned KubeRay/Argo CRDs and JupyterHub schema"),
 }
 
 
@@ -69,7 +245,9 @@ def parser() -> argparse.ArgumentParser:
     sub = root.add_subparsers(dest="command", required=True)
     for name, (_, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text)
-        _profile_args(p, default=None if name == "dev" else "local")
+        _profile_args(p, default={"dev": None, "cloud": "eks", "loadtest": None}.get(name, "local"))
+        if name in EXTRA_ARGS:
+            EXTRA_ARGS[name](p)
     return root
 
 
@@ -80,6 +258,8 @@ def _raise_keyboard_interrupt(*_: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="dogbooth: %(message)s", stream=sys.stderr)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # teardown runs on SIGTERM too
+    # A shell without job control starts background jobs with SIGINT ignored; Ctrl-C must still work.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     args = parser().parse_args(argv)
     try:
         COMMANDS[args.command][0](args)

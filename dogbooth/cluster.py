@@ -13,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from dogbooth import REPO_ROOT
+from dogbooth import REPO_ROOT, jupyterhub
 from dogbooth import clusterconfig as cc
 from dogbooth import plan as p
 from dogbooth.cluster_settings import EksSettings, KindSettings, eks_target
@@ -224,7 +224,8 @@ def _kind_cluster_steps(profile: Profile) -> list[p.Step]:
 
 
 def _addon_steps(profile: Profile) -> list[p.Step]:
-    return [p.install(r) for r in releases_for(profile)]
+    hub_admin = jupyterhub.admin_secret_step(profile)  # None unless JupyterHub with native auth
+    return [p.install(r) for r in releases_for(profile)] + ([hub_admin] if hub_admin else [])
 
 
 def kind_up(profile: Profile) -> p.Plan:

@@ -10,7 +10,7 @@ import json
 import logging
 import secrets
 
-from dogbooth import REPO_ROOT, ecr
+from dogbooth import REPO_ROOT, ecr, jupyterhub
 from dogbooth import clusterconfig as cc
 from dogbooth import plan as p
 from dogbooth.cluster import (
@@ -179,6 +179,8 @@ def up(profile: Profile) -> p.Plan:
     ]
     if settings(profile).api_key.enabled:
         steps.append(_api_key_step(profile))
+    if (hub_admin := jupyterhub.admin_secret_step(profile)) is not None:
+        steps.append(hub_admin)  # the hub mounts it and reads it at each admin login
     internal = profile.cluster is not None and profile.cluster.addons.ingress_internal
     note = (
         "the NLB is internal: call it from inside the VPC or port-forward svc/ingress-nginx-controller"

@@ -154,7 +154,9 @@ def test_model_cache_is_mounted_where_the_app_caches(name: str) -> None:
 def test_eks_takes_a_gp3_claim_per_worker_and_kind_a_kept_local_path_claim() -> None:
     eks = rendered("eks").values["modelCache"]
     assert (eks["kind"], eks["storageClass"]) == ("ephemeral", "gp3")
-    assert not rendered("eks").of_kind("PersistentVolumeClaim")
+    # No model-cache claim on eks; the one claim is the training volume (training Job and pipeline).
+    claims = rendered("eks").of_kind("PersistentVolumeClaim")
+    assert [c["metadata"]["name"] for c in claims] == ["dogbooth-training"]
     (pvc,) = rendered("kind-cpu").of_kind("PersistentVolumeClaim")
     assert pvc["spec"]["storageClassName"] == "standard"  # kind's local-path provisioner
     assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"  # weights outlive an uninstall
@@ -222,11 +224,13 @@ def test_render_command_writes_manifests_and_releases(tmp_path: Path, capsys: py
 def test_render_over_another_profile_leaves_no_stale_manifest(tmp_path: Path) -> None:
     chart.render(profiles.load("kind-cpu"), tmp_path)
     assert (tmp_path / "model-cache.yaml").exists()
-    chart.render(profiles.load("eks"), tmp_path)  # eks has a claim per pod, no PVC object
+    chart.render(profiles.load("eks"), tmp_path)  # eks has a claim per pod, no model-cache PVC object
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "ingress.yaml",
+        "jupyterhub-notebook.yaml",
         "networkpolicy.yaml",
         "rayservice.yaml",
+        "workflowtemplate-finetune.yaml",
     ]
 
 

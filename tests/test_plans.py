@@ -64,6 +64,7 @@ def test_eks_down_is_the_reverse_with_the_load_balancer_wait_before_deletion() -
     assert [t for t in _titles(p) if t.startswith("helm uninstall")] == [
         "helm uninstall dogbooth",
         "helm uninstall ingress-nginx",
+        "helm uninstall jupyterhub",  # its proxy-public Service is an NLB too
     ]
     # The controller that deletes the NLB is never uninstalled before it has done so.
     assert not any("aws-load-balancer-controller" in t for t in _titles(p))
@@ -106,7 +107,8 @@ def test_releases_per_profile() -> None:
     assert names["kind-gpu"]["nvidia-device-plugin"].values["runtimeClassName"] == "nvidia"
     assert "runtimeClassName" not in names["eks"]["nvidia-device-plugin"].values
     assert "aws-load-balancer-controller" in names["eks"] and "aws-load-balancer-controller" not in names["kind-cpu"]
-    assert [r.name for r in releases.releases_for(profiles.load("eks")) if r.owns_load_balancer] == ["ingress-nginx"]
+    owners = [r.name for r in releases.releases_for(profiles.load("eks")) if r.owns_load_balancer]
+    assert owners == ["jupyterhub", "ingress-nginx"]
     assert releases.releases_for(profiles.load("local")) == []
     for release in names["eks"].values():
         assert set(release.to_dict()) == {"name", "namespace", "chart", "repo", "version", "values"}
@@ -300,7 +302,7 @@ def test_diagnose_names_what_is_stuck() -> None:
 def test_eks_plans_touch_nothing_while_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # no aws, no eksctl: building must not call them
     assert len(eks.up(profiles.load("eks")).steps) > 10
-    assert len(eks.down(profiles.load("eks")).steps) == 8
+    assert len(eks.down(profiles.load("eks")).steps) == 9  # + helm uninstall jupyterhub (an NLB owner)
 
 
 def test_http_wait_retries_until_200_and_reports_the_last_answer() -> None:
