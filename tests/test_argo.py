@@ -49,7 +49,9 @@ def _by_name(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
 @pytest.mark.parametrize("name", ["eks", "kind-cpu", "kind-gpu"])
 def test_workflowtemplate_validates_against_the_argo_crd(name: str) -> None:
     profile = profiles.load(name) if name == "eks" else _with_argo(name)
-    for obj in _objects(profile):
+    objects = _objects(profile)
+    assert [o["metadata"]["name"] for o in objects if o["kind"] == "WorkflowTemplate"] == ["dogbooth-finetune"]
+    for obj in objects:
         if obj["kind"] == "WorkflowTemplate":
             k8svalidate.validate_against_crd(obj, _crd("WorkflowTemplate"))
         else:
