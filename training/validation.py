@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from training.config import RecipeConfig
     from training.recipe import DreamBoothRecipe
 
 log = logging.getLogger("dogbooth.training.validation")
@@ -24,30 +25,40 @@ def grid(images: list[Any], columns: int) -> Any:
     return sheet
 
 
-def save_grid(recipe: DreamBoothRecipe, path: Path) -> Path:
-    """One image per validation prompt with a fixed seed, so grids from different steps compare."""
+def validation_images(pipe: Any, cfg: RecipeConfig) -> list[Any]:
+    """One image per validation prompt, seeded per prompt, so any two sets compare image by image.
+
+    Used for the training grids and by the pipeline's validate step alike.
+    """
     import torch
 
-    v, res = recipe.cfg.validation, recipe.cfg.train.resolution
+    v, res = cfg.validation, cfg.train.resolution
+    images = []
+    with torch.inference_mode():
+        for i, prompt in enumerate(v.prompts):
+            generator = torch.Generator(device="cpu").manual_seed(v.seed + i)
+            out = pipe(
+                prompt=prompt,
+                num_inference_steps=v.num_inference_steps,
+                guidance_scale=v.guidance,
+                height=res,
+                width=res,
+                generator=generator,
+                output_type="pil",
+            )
+            images.append(out.images[0])
+    return images
+
+
+def save_grid(recipe: DreamBoothRecipe, path: Path) -> Path:
+    """The validation images of the recipe's current weights as one grid PNG."""
     pipe = recipe.pipe
     pipe.set_progress_bar_config(disable=True)
     for module in recipe.trainables:
         module.eval()
-    images = []
     try:
-        with torch.inference_mode(), recipe.accelerator.autocast():
-            for i, prompt in enumerate(v.prompts):
-                generator = torch.Generator(device="cpu").manual_seed(v.seed + i)
-                out = pipe(
-                    prompt=prompt,
-                    num_inference_steps=v.num_inference_steps,
-                    guidance_scale=v.guidance,
-                    height=res,
-                    width=res,
-                    generator=generator,
-                    output_type="pil",
-                )
-                images.append(out.images[0])
+        with recipe.accelerator.autocast():
+            images = validation_images(pipe, recipe.cfg)
     finally:
         for module in recipe.trainables:
             module.train()

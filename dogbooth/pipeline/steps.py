@@ -141,26 +141,12 @@ def _generate(model: str, cfg: RecipeConfig) -> list[Any]:
     import torch
 
     from services.models import load_pipeline
+    from training.validation import validation_images
 
     pipe = load_pipeline(model)
     if torch.cuda.is_available():
         pipe = pipe.to("cuda")
-    v, res = cfg.validation, cfg.train.resolution
-    images = []
-    with torch.inference_mode():
-        for i, prompt in enumerate(v.prompts):
-            generator = torch.Generator(device="cpu").manual_seed(v.seed + i)
-            out = pipe(
-                prompt=prompt,
-                num_inference_steps=v.num_inference_steps,
-                guidance_scale=v.guidance,
-                height=res,
-                width=res,
-                generator=generator,
-                output_type="pil",
-            )
-            images.append(out.images[0])
-    return images
+    return validation_images(pipe, cfg)
 
 
 def validate(
