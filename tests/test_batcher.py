@@ -1,0 +1,91 @@
+"""The replica's batcher (services/batcher.py), driven by real asyncio with a stand-in model call."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from services.batcher import Batcher
+
+
+class Model:
+    """Doubles its inputs; records the batches it saw; each call takes `seconds`."""
+
+    def __init__(self, seconds: float = 0.05, fail_on: int | None = None) -> None:
+        self.seconds = seconds
+        self.fail_on = fail_on
+        self.batches: list[list[int]] = []
+
+    async def __call__(self, values: list[int]) -> list[int]:
+        self.batches.append(values)
+        await asyncio.sleep(self.seconds)
+        if self.fail_on in values:
+            raise ValueError(f"bad input {self.fail_on}")
+        return [2 * v for v in values]
+
+
+def test_requests_arriving_while_the_model_is_busy_form_the_next_batch() -> None:
+    async def scenario() -> tuple[list[int], Model]:
+        model = Model()
+        batcher = Batcher(model, max_batch_size=8, batch_wait_timeout_s=0.001)
+        first = asyncio.create_task(batcher.submit(0))
+        await asyncio.sleep(0.01)  # the model is now busy with [0]
+        later = [asyncio.create_task(batcher.submit(v)) for v in range(1, 6)]
+        return [await first, *await asyncio.gather(*later)], model
+
+    results, model = asyncio.run(scenario())
+    assert results == [0, 2, 4, 6, 8, 10]
+    assert model.batches == [[0], [1, 2, 3, 4, 5]]  # @serve.batch in Ray 2.60 made five batches of one here
+
+
+def test_batches_never_exceed_the_maximum() -> None:
+    async def scenario() -> Model:
+        model = Model(seconds=0.01)
+        batcher = Batcher(model, max_batch_size=3, batch_wait_timeout_s=0.0)
+        await asyncio.gather(*(batcher.submit(v) for v in range(10)))
+        return model
+
+    model = asyncio.run(scenario())
+    assert max(map(len, model.batches)) == 3
+    assert sorted(v for batch in model.batches for v in batch) == list(range(10))
+
+
+def test_a_caller_gone_before_its_batch_is_skipped() -> None:
+    async def scenario() -> Model:
+        model = Model()
+        batcher = Batcher(model, max_batch_size=8, batch_wait_timeout_s=0.0)
+        busy = asyncio.create_task(batcher.submit(0))
+        await asyncio.sleep(0.01)
+        gone = asyncio.create_task(batcher.submit(1))
+        kept = asyncio.create_task(batcher.submit(2))
+        await asyncio.sleep(0)
+        gone.cancel()  # what Serve does on its request timeout or a client disconnect
+        assert await kept == 4 and await busy == 0
+        return model
+
+    assert asyncio.run(scenario()).batches == [[0], [2]]
+
+
+def test_a_failed_batch_fails_its_callers_and_the_next_batch_still_runs() -> None:
+    async def scenario() -> tuple[list[object], Batcher[int, int]]:
+        batcher = Batcher(Model(fail_on=1), max_batch_size=2, batch_wait_timeout_s=0.0)
+        outcomes = await asyncio.gather(*(batcher.submit(v) for v in range(4)), return_exceptions=True)
+        return outcomes, batcher
+
+    outcomes, batcher = asyncio.run(scenario())
+    assert [type(o) for o in outcomes[:2]] == [ValueError, ValueError]
+    assert outcomes[2:] == [4, 6]
+    assert batcher.stats() == {"batches": 2, "images": 4, "largest": 2, "mean": 2.0}
+
+
+def test_a_model_that_loses_results_is_an_error_not_a_hang() -> None:
+    async def short(values: list[int]) -> list[int]:
+        return values[:1]
+
+    async def scenario() -> None:
+        batcher = Batcher(short, max_batch_size=4, batch_wait_timeout_s=0.0)
+        await asyncio.gather(*(batcher.submit(v) for v in range(2)))
+
+    with pytest.raises(RuntimeError, match="batch of 2 returned 1"):
+        asyncio.run(scenario())
