@@ -80,6 +80,11 @@ class ServeSettings(_Strict):
                 f"deployment.max_ongoing_requests ({self.deployment.max_ongoing_requests}) must be at "
                 f"least app.batching.max_batch_size ({batch}), or batches can never fill"
             )
+        if self.app.admission.always_admit > self.deployment.max_ongoing_requests:
+            raise ValueError(
+                f"app.admission.always_admit ({self.app.admission.always_admit}) exceeds "
+                f"deployment.max_ongoing_requests ({self.deployment.max_ongoing_requests}): Serve would refuse first"
+            )
         if self.app.device == "cpu" and self.deployment.num_gpus:
             raise ValueError("app.device is cpu but deployment.num_gpus > 0")
         return self

@@ -1,14 +1,17 @@
 """The Ray Serve application: `GET|POST /imagine`, `/healthz`, `/readyz`, OpenAPI at `/docs`.
 
 One deployment both ingests HTTP and holds the model: a second hop buys nothing when every
-request needs the model, and costs latency. Requests are batched with `@serve.batch`; queue
-bounds and the request timeout come from the Serve config that the profile generates.
+request needs the model, and costs latency. Requests are batched (services/batcher.py) and
+admitted by estimated latency (services/admission.py); count bounds and the request timeout come
+from the Serve config that the profile generates.
 """
 
 import asyncio
+import gc
 import hmac
 import logging
 import os
+import sys
 import uuid
 from typing import Annotated, Any
 
@@ -17,7 +20,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from ray import serve
 
-from services.pipeline import Generator, Job, LimitError, resolve
+from services.admission import Admission, Decision
+from services.batcher import Batcher
+from services.pipeline import Generator, Job, LimitError, Timing, resolve
 from services.revision import code_revision
 from services.schemas import AppArgs, ImagineParams
 
@@ -65,6 +70,22 @@ def _authorized(request: Request, expected: str | None) -> bool:
     return hmac.compare_digest(offered.encode(), expected.encode())
 
 
+def _overloaded(decision: Decision, max_latency_x: float | None) -> JSONResponse:
+    retry = decision.retry_after_s
+    return JSONResponse(
+        status_code=503,
+        content={
+            "error": (
+                f"overloaded: this request would finish in about {decision.estimate_s:.1f} s, past this "
+                f"deployment's bound of {decision.bound_s:.1f} s ({max_latency_x} x one image alone); "
+                f"retry in {retry} s"
+            ),
+            "retry_after_s": retry,
+        },
+        headers={"Retry-After": str(retry)},
+    )
+
+
 @serve.deployment(name="Imagine")
 @serve.ingress(api)
 class Imagine:
@@ -74,19 +95,45 @@ class Imagine:
         self.args = AppArgs.model_validate(args)
         self.generator = Generator(self.args)
         self._api_key = os.environ.get(self.args.api_key_env) or None
-        # serve.batch's wrapper has these setters; its type stubs don't say so.
-        self._generate_batch.set_max_batch_size(self.args.batching.max_batch_size)  # type: ignore[attr-defined]
-        self._generate_batch.set_batch_wait_timeout_s(self.args.batching.batch_wait_timeout_s)  # type: ignore[attr-defined]
+        bounds = self.args.admission
+        self.admission = Admission(bounds.max_latency_x, self.args.batching.max_batch_size, bounds.always_admit)
+        batching = self.args.batching
+        self.batcher = Batcher(self._generate_batch, batching.max_batch_size, batching.batch_wait_timeout_s)
+        self._warm_up()
+        # A full garbage collection walks every object: ~0.5 s with torch, diffusers and Serve loaded,
+        # which under load showed as latency spikes every ~15 s. What exists now lives as long as the
+        # replica, so collections skip it from here on.
+        gc.collect()
+        gc.freeze()
+        # Requests hop between Serve's event loop threads, and each hop waits for the GIL. The default
+        # 5 ms switch interval let the generating thread hold it long enough that a 503 took ~75 ms
+        # under overload; at 1 ms the hops are quick, and the model thread barely notices (its
+        # compute runs in torch kernels without the GIL).
+        sys.setswitchinterval(0.001)
+
+    def _warm_up(self) -> None:
+        """Two default images before taking traffic: the first pays for lazy set-up (kernels, allocator)
+        so no user does; the second is a quiet measurement of one image alone for admission."""
+        job = resolve(ImagineParams(prompt="warm-up"), self.args)
+        timings: list[Timing] = []
+        for result in (*self.generator.generate_many([job]), *self.generator.generate_many([job], timings)):
+            if isinstance(result, Exception):
+                raise RuntimeError(f"the model cannot generate: {result}") from result
+        self.admission.finish(timings)
 
     def check_health(self) -> None:
         """Serve restarts a replica whose pipeline is gone."""
         if getattr(self.generator, "pipe", None) is None:
             raise RuntimeError("pipeline not loaded")
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def _generate_batch(self, jobs: list[Job]) -> list[bytes | Exception]:
-        # The pipeline runs in a thread so health checks and queueing stay responsive.
-        return await asyncio.to_thread(self.generator.generate_many, jobs)
+        self.admission.start([id(job) for job in jobs], [job.shape_key for job in jobs])
+        timings: list[Timing] = []
+        try:
+            # The pipeline runs in a thread so health checks and queueing stay responsive.
+            return await asyncio.to_thread(self.generator.generate_many, jobs, timings)
+        finally:
+            self.admission.finish(timings)
 
     async def _imagine(self, params: ImagineParams, request: Request) -> Response:
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
@@ -101,11 +148,16 @@ class Imagine:
         except LimitError as e:
             detail = [{"loc": [e.field], "msg": str(e), "type": "limit"}]
             return _invalid({e.field: str(e)}, detail)
+        decision = self.admission.offer(id(job), job.shape_key)
+        if not decision.admit:
+            return _overloaded(decision, self.args.admission.max_latency_x)
         try:
-            result = await self._generate_batch(job)
+            result = await self.batcher.submit(job)
         except asyncio.CancelledError:  # Serve cancels us on its request timeout or a client disconnect
             job.abandoned.set()
             raise
+        finally:
+            self.admission.drop(id(job))
         if isinstance(result, Exception):
             log.error("request %s failed: %s", request_id, result)
             return JSONResponse(
@@ -143,6 +195,8 @@ class Imagine:
             "device": self.generator.device,
             "revision": REVISION,
             "load_seconds": round(self.generator.load_seconds, 3),
+            "admission": self.admission.snapshot(),
+            "batches": self.batcher.stats(),
         }
 
 

@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.admission import Shape
 from services.models import load_pipeline
 from services.schemas import MEDIA_TYPES, AppArgs, ImagineParams
 
 log = logging.getLogger("dogbooth.pipeline")
+Timing = tuple[Shape, int, float]  # one pipeline call: (shape, images, seconds)
 
 
 class Abandoned(RuntimeError):
@@ -47,7 +49,7 @@ class Job:
     abandoned: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
 
     @property
-    def shape_key(self) -> tuple[int, float, int, int]:
+    def shape_key(self) -> Shape:
         """Jobs with equal keys can share one pipeline call."""
         return (self.steps, self.guidance, self.width, self.height)
 
@@ -117,18 +119,24 @@ class Generator:
             raise result
         return result
 
-    def generate_many(self, jobs: list[Job]) -> list[bytes | Exception]:
-        """A batch of jobs, in order. Jobs of one shape share a pipeline call; a failure stays per group."""
-        groups: dict[tuple[int, float, int, int], list[int]] = defaultdict(list)
+    def generate_many(self, jobs: list[Job], timings: list[Timing] | None = None) -> list[bytes | Exception]:
+        """A batch of jobs, in order. Jobs of one shape share a pipeline call; a failure stays per group.
+
+        `timings`, when given, gets (shape, images, seconds) for each call that completed.
+        """
+        groups: dict[Shape, list[int]] = defaultdict(list)
         for index, job in enumerate(jobs):
             groups[job.shape_key].append(index)
         results: list[bytes | Exception] = [RuntimeError("not generated")] * len(jobs)
         for indices in groups.values():
             group = [jobs[i] for i in indices]
             try:
+                started = time.perf_counter()
                 images = self._run(group)
                 for i, job, image in zip(indices, group, images, strict=True):
                     results[i] = encode(image, job.format)
+                if timings is not None:
+                    timings.append((group[0].shape_key, len(group), time.perf_counter() - started))
             except Exception as e:  # one bad group must not fail its neighbours
                 if isinstance(e, Abandoned):
                     log.info("%s", e)

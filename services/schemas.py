@@ -42,10 +42,25 @@ class Limits(_Strict):
 
 
 class Batching(_Strict):
-    """`@serve.batch` settings: requests with the same steps, size and guidance share one pipeline call."""
+    """The replica's batcher (services/batcher.py): up to `max_batch_size` waiting requests run
+    together when the model frees up; those with the same steps, size and guidance share one call."""
 
     max_batch_size: int = Field(8, ge=1, le=64)
     batch_wait_timeout_s: float = Field(0.01, ge=0, le=1)
+
+
+class AdmissionSettings(_Strict):
+    """Latency-bounded admission (services/admission.py): with more than `always_admit` requests in
+    the replica, refuse with 503 at once any request whose estimated finish is more than
+    `max_latency_x` times its cost alone. null = off: only Serve's count bounds
+    (`max_ongoing_requests`, `max_queued_requests`) shed load."""
+
+    max_latency_x: float | None = Field(
+        None, ge=1, le=100, description="bound on (queue wait + own batch) / one image alone; null = off"
+    )
+    always_admit: int = Field(
+        1, ge=1, le=1024, description="requests a replica takes whatever they cost: bursts this size never see a 503"
+    )
 
 
 class AppArgs(_Strict):
@@ -60,6 +75,7 @@ class AppArgs(_Strict):
     defaults: GenerationDefaults = GenerationDefaults()
     limits: Limits = Limits()
     batching: Batching = Batching()
+    admission: AdmissionSettings = AdmissionSettings()
 
     @model_validator(mode="after")
     def _consistent(self) -> AppArgs:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import io
+import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 import requests
 from conftest import Stack
 from PIL import Image
+
+from services.admission import SHEDDING_HOLD_S
 
 PROMPT = "a photo of sks dog"
 
@@ -114,11 +118,31 @@ def test_service_keeps_serving_after_bad_input(stack: Stack) -> None:
     assert get(stack, prompt=PROMPT, seed=1).status_code == 200
 
 
-def test_concurrent_requests_are_batched_and_all_answer(stack: Stack) -> None:
-    with ThreadPoolExecutor(8) as pool:
-        responses = list(pool.map(lambda s: get(stack, prompt=f"{PROMPT} {s}", seed=s), range(8)))
-    assert [r.status_code for r in responses] == [200] * 8
-    assert len({r.content for r in responses}) == 8
+def test_a_burst_up_to_always_admit_all_answer(stack: Stack) -> None:
+    burst = stack.profile.serve.app.admission.always_admit
+    with ThreadPoolExecutor(burst) as pool:
+        responses = list(pool.map(lambda s: get(stack, prompt=f"{PROMPT} {s}", seed=s), range(burst)))
+    assert [r.status_code for r in responses] == [200] * burst
+    assert len({r.content for r in responses}) == burst
+
+
+def _batches(stack: Stack) -> dict[str, float]:
+    return requests.get(f"{stack.base_url}/readyz", timeout=10).json()["batches"]
+
+
+def _admission(stack: Stack) -> dict[str, Any]:
+    return requests.get(f"{stack.base_url}/readyz", timeout=10).json()["admission"]
+
+
+def test_requests_arriving_while_the_model_is_busy_share_the_next_batch(stack: Stack) -> None:
+    before = _batches(stack)
+    with ThreadPoolExecutor(4) as pool:
+        slow = pool.submit(get, stack, prompt=PROMPT, seed=0, steps=40)  # ~3x a default image
+        time.sleep(0.3)  # it is running now; the next three queue behind it
+        rest = list(pool.map(lambda s: get(stack, prompt=f"{PROMPT} {s}", seed=s), range(1, 4)))
+    assert [r.status_code for r in (slow.result(), *rest)] == [200] * 4
+    after = _batches(stack)
+    assert (after["images"] - before["images"], after["batches"] - before["batches"]) == (4, 2)
 
 
 def test_health_readiness_and_openapi(stack: Stack) -> None:
@@ -131,3 +155,22 @@ def test_health_readiness_and_openapi(stack: Stack) -> None:
     assert {"negative_prompt", "steps", "guidance", "width", "height", "img_size", "seed", "format"} <= set(params)
     assert "post" in spec["paths"]["/imagine"]
     assert requests.get(f"{stack.base_url}/docs", timeout=10).status_code == 200
+
+
+def test_a_request_that_would_wait_too_long_gets_a_503_naming_the_bound(stack: Stack) -> None:
+    """Runs last in this module: after a refusal the replica sheds bursts for a few seconds."""
+    burst = stack.profile.serve.app.admission.always_admit
+    with ThreadPoolExecutor(burst + 1) as pool:
+        slow = [pool.submit(get, stack, prompt=PROMPT, seed=s, steps=50) for s in range(burst)]
+        deadline = time.monotonic() + 20
+        while _admission(stack)["in_replica"] < burst and time.monotonic() < deadline:
+            time.sleep(0.02)  # until the whole burst is in the replica: ~2.5x a default image each
+        late = get(stack, prompt=PROMPT, seed=99)
+        assert [f.result().status_code for f in slow] == [200] * burst
+    assert late.status_code == 503, late.text
+    body = late.json()
+    assert body["error"].startswith("overloaded: this request would finish in about")
+    assert "x one image alone" in body["error"]
+    assert int(late.headers["Retry-After"]) == body["retry_after_s"] >= 1
+    time.sleep(SHEDDING_HOLD_S)
+    assert get(stack, prompt=PROMPT, seed=1).status_code == 200

@@ -1,8 +1,9 @@
 """Overload: offer about 3x the measured capacity and check that the excess is shed fast and cleanly.
 
-Ray Serve admits up to `max_ongoing_requests` per replica plus `max_queued_requests` waiting in the
-proxy; anything beyond gets an immediate 503. So under overload the accepted requests should see
-close to unloaded latency (the queue is short) and the rejected ones an answer within milliseconds.
+The replica refuses a request at once when its estimated finish is past the profile's latency
+bound (services/admission.py), and Serve 503s anything beyond its count bounds. So under overload
+the accepted requests should see a small multiple of the unloaded latency and the rejected ones an
+answer within milliseconds.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ log = logging.getLogger("dogbooth.reliability")
 @dataclass
 class OverloadResult:
     unloaded_p50_ms: float
-    capacity_rps: float  # closed-loop throughput with the replica's admission slots full
+    capacity_rps: float  # closed-loop throughput with every replica's batch slots asked for
     offered_rps: float
     duration_s: float
     sent: int
@@ -111,8 +112,8 @@ def run(
 ) -> OverloadResult:  # fmt: skip
     """Measure unloaded p50 and capacity, then offer `factor` x capacity for `duration_s` seconds.
 
-    `users` should be the deployment's admission limit (replicas x max_ongoing_requests): enough to
-    keep the replica busy without queueing in the proxy, so capacity is measured without rejections.
+    `users` should keep every replica's batches full (replicas x max_batch_size); those refused
+    pause briefly before their next request, so capacity is the rate the replicas serve.
     """
     return asyncio.run(
         _measure(

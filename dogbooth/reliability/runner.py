@@ -142,14 +142,17 @@ def _phase(details: dict[str, dict[str, Any]], name: str, body: Callable[[], dic
 
 def _serving_phases(run: Run, options: Options) -> None:
     dep = run.profile.serve.deployment
-    slots = (dep.num_replicas or 1) * dep.max_ongoing_requests
+    # Clients that keep every replica's batch full: capacity is what the replicas serve, not the queue.
+    slots = (dep.num_replicas or 1) * run.profile.serve.app.batching.max_batch_size
     url = f"{run.base}/{DEFAULT_PROMPT}"
     if "auth" in options.phases:
         _phase(run.details, "auth", lambda: auth.check_endpoints(run.base, run.key).as_dict())
     if "fuzz" in options.phases:
         # Serve 503s simultaneous requests beyond max_queued_requests even when idle (they all pass
-        # through the routing queue), so the fuzzer sends no more at once than that: a 503 is a bug here.
-        threads = min(4, dep.max_queued_requests) if dep.max_queued_requests > 0 else 4
+        # through the routing queue), and admission may refuse requests beyond always_admit, so the
+        # fuzzer sends no more at once than either: a 503 is a bug here.
+        queue = dep.max_queued_requests if dep.max_queued_requests > 0 else 4
+        threads = min(4, queue, run.profile.serve.app.admission.always_admit)
         log.info("deploying the fuzzing settings (serve.app %s)", FUZZ_APP)
         _redeploy(run, fuzz_profile(run.profile))
         _phase(run.details, "fuzz", lambda: fuzz.run(

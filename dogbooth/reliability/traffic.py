@@ -108,16 +108,23 @@ async def open_loop(
 
 
 async def closed_loop(
-    client: aiohttp.ClientSession, url: str, *, users: int, duration_s: float, max_requests: int = 100_000
-) -> tuple[list[Outcome], float]:
-    """`users` clients each sending the next request when the last answered; (outcomes, elapsed seconds)."""
+    client: aiohttp.ClientSession, url: str, *, users: int, duration_s: float, max_requests: int = 100_000,
+    pause_after_refusal_s: float = 1.0,
+) -> tuple[list[Outcome], float]:  # fmt: skip
+    """`users` clients each sending the next request when the last answered; (outcomes, elapsed seconds).
+
+    A client told 503 waits `pause_after_refusal_s` first (the service asks for 1 s at least in its
+    Retry-After), as real clients do: resending at once would
+    turn the loop into a flood of refusals that takes the CPU the service needs."""
     origin = time.monotonic()
     deadline = origin + duration_s
     outcomes: list[Outcome] = []
 
     async def user() -> None:
         while time.monotonic() < deadline and len(outcomes) < max_requests:
-            outcomes.append(await send(client, url, origin))
+            outcomes.append(outcome := await send(client, url, origin))
+            if outcome.status == 503:
+                await asyncio.sleep(pause_after_refusal_s)
 
     await asyncio.gather(*(user() for _ in range(users)))
     return sorted(outcomes, key=lambda o: o.sent_s), time.monotonic() - origin
