@@ -55,6 +55,9 @@ class DeploymentSettings(_Strict):
     max_queued_requests: int = Field(32, ge=-1, description="beyond this, requests get a fast 503")
     num_cpus: float = Field(1, ge=0)
     num_gpus: float = Field(0, ge=0)
+    health_check_period_s: float = Field(
+        10, gt=0, le=600, description="how often Serve checks each replica: a dead one is replaced within about this"
+    )
 
     @model_validator(mode="after")
     def _one_scaling_mode(self) -> DeploymentSettings:

@@ -23,6 +23,7 @@ def _deployment(profile: Profile) -> dict[str, Any]:
         "max_ongoing_requests": d.max_ongoing_requests,
         "max_queued_requests": d.max_queued_requests,
         "ray_actor_options": {"num_cpus": d.num_cpus, "num_gpus": d.num_gpus},
+        "health_check_period_s": d.health_check_period_s,
     }
     if d.autoscaling is not None:
         options["autoscaling_config"] = d.autoscaling.model_dump()
