@@ -137,8 +137,10 @@ def _admission(stack: Stack) -> dict[str, Any]:
 def test_requests_arriving_while_the_model_is_busy_share_the_next_batch(stack: Stack) -> None:
     before = _batches(stack)
     with ThreadPoolExecutor(4) as pool:
-        slow = pool.submit(get, stack, prompt=PROMPT, seed=0, steps=40)  # ~3x a default image
-        time.sleep(0.3)  # it is running now; the next three queue behind it
+        slow = pool.submit(get, stack, prompt=PROMPT, seed=0, steps=40)  # ~2x a default image
+        deadline = time.monotonic() + 20
+        while not _admission(stack)["running"] and time.monotonic() < deadline:
+            time.sleep(0.01)  # until it runs: the next three then queue behind it
         rest = list(pool.map(lambda s: get(stack, prompt=f"{PROMPT} {s}", seed=s), range(1, 4)))
     assert [r.status_code for r in (slow.result(), *rest)] == [200] * 4
     after = _batches(stack)
