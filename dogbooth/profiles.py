@@ -9,13 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dogbooth import REPO_ROOT
 from dogbooth.chart_settings import ChartSettings
 from dogbooth.cluster_settings import ClusterSettings, check_platform
 from dogbooth.errors import ProfileError
+from dogbooth.yamlfile import describe, read_mapping
 from services.models import ModelError, parse_model_ref
 from services.schemas import AppArgs
 
@@ -123,31 +123,16 @@ def available() -> list[str]:
     return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
 
 
-def _format_errors(path: Path, error: ValidationError) -> str:
-    lines = []
-    for e in error.errors():
-        key = ".".join(str(part) for part in e["loc"]) or "(top level)"
-        lines.append(f"{path}: {key}: {e['msg']}")
-    return "\n".join(lines)
-
-
 def load_file(path: Path) -> Profile:
     """Load and validate one profile file; errors name the file and the key."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise ProfileError(f"{path}: cannot read: {e.strerror}") from e
-    except yaml.YAMLError as e:
-        raise ProfileError(f"{path}: not valid YAML: {e}") from e
-    if not isinstance(data, dict):
-        raise ProfileError(f"{path}: expected a mapping at the top level")
+    data = read_mapping(path, ProfileError)
     if data.get("name", path.stem) != path.stem:
         raise ProfileError(f"{path}: name: {data.get('name')!r} must match the file name {path.stem!r}")
     data.setdefault("name", path.stem)
     try:
         return Profile.model_validate(data)
     except ValidationError as e:
-        raise ProfileError(_format_errors(path, e)) from e
+        raise ProfileError(describe(path, e)) from e
 
 
 def load(name: str) -> Profile:
@@ -173,4 +158,4 @@ def with_overrides(profile: Profile, *, model: str | None = None, port: int | No
     try:
         return Profile.model_validate(data)
     except ValidationError as e:
-        raise ProfileError(_format_errors(Path("command line"), e)) from e
+        raise ProfileError(describe("command line", e)) from e

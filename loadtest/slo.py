@@ -6,9 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from dogbooth.errors import DogboothError
+from dogbooth.yamlfile import read_mapping
 
 SLO_FILE = Path(__file__).resolve().parent / "slo.yaml"
 DEFAULT_KEY = "default"
@@ -56,14 +55,7 @@ def _number(entry: dict[str, Any], key: str, where: str) -> float:
 
 def load(keys: list[str], path: Path = SLO_FILE) -> SLO:
     """The SLO of the first of `keys` (profile name, then platform) in the file, else its `default`."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise SLOError(f"{path}: cannot read: {e.strerror}") from e
-    except yaml.YAMLError as e:
-        raise SLOError(f"{path}: not valid YAML: {e}") from e
-    if not isinstance(data, dict):
-        raise SLOError(f"{path}: expected a mapping of profile name to {{p95_ms, error_rate}}")
+    data = read_mapping(path, SLOError, expected="a mapping of profile name to {p95_ms, error_rate}")
     key = next((k for k in keys if k in data), DEFAULT_KEY)
     entry = data.get(key)
     if not isinstance(entry, dict):

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from dogbooth.yamlfile import describe, read_mapping
 from training.errors import TrainingConfigError
 
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
@@ -128,12 +128,6 @@ OVERRIDES: dict[str, tuple[str, str]] = {
 }
 
 
-def _format(source: str, error: ValidationError) -> str:
-    return "\n".join(
-        f"{source}: {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in error.errors()
-    )
-
-
 def resolve_path(name: str | Path) -> Path:
     """A config by file path, or by name in training/configs (`local` -> training/configs/local.yaml)."""
     path = Path(name)
@@ -149,18 +143,11 @@ def resolve_path(name: str | Path) -> Path:
 def load(name: str | Path, overrides: dict[str, Any] | None = None) -> RecipeConfig:
     """Load and validate a config, then apply flag overrides (None values are ignored)."""
     path = resolve_path(name)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except OSError as e:
-        raise TrainingConfigError(f"{path}: cannot read: {e.strerror}") from e
-    except yaml.YAMLError as e:
-        raise TrainingConfigError(f"{path}: not valid YAML: {e}") from e
-    if not isinstance(data, dict):
-        raise TrainingConfigError(f"{path}: expected a mapping at the top level")
+    data = read_mapping(path, TrainingConfigError, empty_ok=True)
     try:
         config = RecipeConfig.model_validate(data)
     except ValidationError as e:
-        raise TrainingConfigError(_format(str(path), e)) from e
+        raise TrainingConfigError(describe(path, e)) from e
     return with_overrides(config, overrides or {})
 
 
@@ -176,4 +163,4 @@ def with_overrides(config: RecipeConfig, overrides: dict[str, Any]) -> RecipeCon
     try:
         return RecipeConfig.model_validate(data)
     except ValidationError as e:
-        raise TrainingConfigError(_format("command line", e)) from e
+        raise TrainingConfigError(describe("command line", e)) from e
