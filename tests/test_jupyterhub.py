@@ -45,7 +45,8 @@ def _release_values(profile: Profile) -> dict[str, Any]:
     return release.values
 
 
-def _validate(values: dict[str, Any]) -> None:
+def _schema_errors(values: dict[str, Any]) -> list[str]:
+    """`values` merged over the chart's defaults, checked against its values schema: one line per error."""
     import jsonschema
 
     base = _schema_dir()
@@ -54,7 +55,7 @@ def _validate(values: dict[str, Any]) -> None:
     merged = _merge(defaults, values)
     validator_cls = jsonschema.validators.validator_for(schema)
     errors = sorted(validator_cls(schema).iter_errors(merged), key=lambda e: list(e.absolute_path))
-    assert not errors, "\n".join(f"{'.'.join(map(str, e.absolute_path))}: {e.message[:200]}" for e in errors[:10])
+    return [f"{'.'.join(map(str, e.absolute_path))}: {e.message[:200]}" for e in errors]
 
 
 PROFILES = {
@@ -67,14 +68,13 @@ PROFILES = {
 
 @pytest.mark.parametrize("case", sorted(PROFILES))
 def test_merged_values_validate_against_the_z2jh_schema(case: str) -> None:
-    _validate(_release_values(PROFILES[case]()))
+    assert _schema_errors(_release_values(PROFILES[case]())) == []
 
 
 def test_the_schema_check_catches_a_wrong_key() -> None:
     values = _release_values(profiles.load("eks"))
     values["singleuser"]["storage"]["capacityy"] = "10Gi"
-    with pytest.raises(AssertionError, match="capacityy"):
-        _validate(values)
+    assert any("capacityy" in line for line in _schema_errors(values))
 
 
 def test_on_by_default_in_eks_behind_a_flag_on_kind() -> None:
