@@ -126,24 +126,20 @@ def test_a_burst_up_to_always_admit_all_answer(stack: Stack) -> None:
     assert len({r.content for r in responses}) == burst
 
 
-def _batches(stack: Stack) -> dict[str, float]:
-    return requests.get(f"{stack.base_url}/readyz", timeout=10).json()["batches"]
-
-
-def _admission(stack: Stack) -> dict[str, Any]:
-    return requests.get(f"{stack.base_url}/readyz", timeout=10).json()["admission"]
+def _ready(stack: Stack) -> dict[str, Any]:
+    return requests.get(f"{stack.base_url}/readyz", timeout=10).json()
 
 
 def test_requests_arriving_while_the_model_is_busy_share_the_next_batch(stack: Stack) -> None:
-    before = _batches(stack)
+    before = _ready(stack)["batches"]
     with ThreadPoolExecutor(4) as pool:
         slow = pool.submit(get, stack, prompt=PROMPT, seed=0, steps=40)  # ~2x a default image
         deadline = time.monotonic() + 20
-        while not _admission(stack)["running"] and time.monotonic() < deadline:
+        while not _ready(stack)["admission"]["running"] and time.monotonic() < deadline:
             time.sleep(0.01)  # until it runs: the next three then queue behind it
         rest = list(pool.map(lambda s: get(stack, prompt=f"{PROMPT} {s}", seed=s), range(1, 4)))
     assert [r.status_code for r in (slow.result(), *rest)] == [200] * 4
-    after = _batches(stack)
+    after = _ready(stack)["batches"]
     assert (after["images"] - before["images"], after["batches"] - before["batches"]) == (4, 2)
 
 
@@ -165,7 +161,7 @@ def test_a_request_that_would_wait_too_long_gets_a_503_naming_the_bound(stack: S
     with ThreadPoolExecutor(burst + 1) as pool:
         slow = [pool.submit(get, stack, prompt=PROMPT, seed=s, steps=50) for s in range(burst)]
         deadline = time.monotonic() + 20
-        while _admission(stack)["in_replica"] < burst and time.monotonic() < deadline:
+        while _ready(stack)["admission"]["in_replica"] < burst and time.monotonic() < deadline:
             time.sleep(0.02)  # until the whole burst is in the replica: ~2.5x a default image each
         late = get(stack, prompt=PROMPT, seed=99)
         assert [f.result().status_code for f in slow] == [200] * burst
