@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+from collections.abc import Callable
 
 from dogbooth import REPO_ROOT, ecr, jupyterhub
 from dogbooth import clusterconfig as cc
@@ -217,13 +218,21 @@ def _tagged_load_balancers(ctx: p.Context, t: EksTarget) -> list[str]:
     return list(json.loads(ctx.runner.run(argv) or "[]") or [])
 
 
-def _services_gone(ctx: p.Context) -> None:
-    left = ctx.kube.load_balancer_services
+def _until_none_left(what: str, left: Callable[[], list[str]], leftover: str) -> None:
+    """Poll until `left()` is empty; on timeout, `leftover` (with {} for the names) says what stayed."""
     poll(
-        "Services of type LoadBalancer to be deleted",
+        what,
         lambda: True if not left() else None,
         timeout_s=LB_TIMEOUT_S,
-        on_timeout=lambda: f"  - still there: {', '.join(left())} (is the AWS Load Balancer Controller running?)",
+        on_timeout=lambda: "  - " + leftover.format(", ".join(left())),
+    )
+
+
+def _services_gone(ctx: p.Context) -> None:
+    _until_none_left(
+        "Services of type LoadBalancer to be deleted",
+        ctx.kube.load_balancer_services,
+        "still there: {} (is the AWS Load Balancer Controller running?)",
     )
 
 
@@ -244,13 +253,7 @@ def _aws_lbs_gone(ctx: p.Context, t: EksTarget) -> None:
 
 
 def _volumes_gone(ctx: p.Context) -> None:
-    left = ctx.kube.ebs_volumes
-    poll(
-        "EBS volumes of deleted claims to be released",
-        lambda: True if not left() else None,
-        timeout_s=LB_TIMEOUT_S,
-        on_timeout=lambda: f"  - PersistentVolumes left: {', '.join(left())}",
-    )
+    _until_none_left("EBS volumes of deleted claims to be released", ctx.kube.ebs_volumes, "PersistentVolumes left: {}")
 
 
 def down(profile: Profile) -> p.Plan:
