@@ -102,8 +102,9 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none", default=False)
 def lint(session: nox.Session) -> None:
-    """ruff (lint and format check) and mypy."""
+    """ruff (lint and format check), mypy, and the layer contracts (import-linter, pyproject.toml)."""
     python = env_python(session.run)
     session.run(python, "-m", "ruff", "check", ".", external=True)
     session.run(python, "-m", "ruff", "format", "--check", ".", external=True)
     session.run(python, "-m", "mypy", external=True)
+    session.run(str(Path(python).with_name("lint-imports")), "--no-cache", external=True)

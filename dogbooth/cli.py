@@ -10,9 +10,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from dogbooth import REPO_ROOT, profiles
-from dogbooth.errors import DogboothError
-from dogbooth.profiles import Profile
+from dogbooth.commands import bench
+from dogbooth.commands.pipeline import command
+from dogbooth.commands.reliability import ReliabilityError, report, runner
+from dogbooth.commands.train import add_args, train
+from dogbooth.core.errors import DogboothError
+from dogbooth.core.paths import REPO_ROOT
+from dogbooth.platforms import devloop, dispatch, local
+from dogbooth.render import chart, k8svalidate
+from dogbooth.settings import profiles
+from dogbooth.settings.profiles import Profile
+from loadtest import run, slo
+from loadtest.mix import SHAPE_NAMES
 
 log = logging.getLogger("dogbooth")
 
@@ -32,22 +41,19 @@ def _profile_args(p: argparse.ArgumentParser, *, default: str | None = "local") 
 
 
 def _cluster(command: str, profile: Profile, a: argparse.Namespace) -> None:
-    """kind and eks: run (or with --dry-run, print) the ordered plan in dogbooth/cluster.py."""
-    from dogbooth import cluster
+    """kind and eks: run (or with --dry-run, print) the ordered plan (dogbooth/platforms/dispatch.py)."""
 
-    endpoint = cluster.run(command, profile, dry_run=a.dry_run)
+    endpoint = dispatch.run(command, profile, dry_run=a.dry_run)
     if endpoint:
         print(f"endpoint: {endpoint}", flush=True)
 
 
 def _local_dry_run(command: str, profile: Profile) -> None:
     print(f"profile {profile.name} is platform local: `{command}` starts/stops a Ray head on this machine "
-          "(dogbooth/local.py); nothing to plan (dry run: nothing was changed)", flush=True)  # fmt: skip
+          "(dogbooth/platforms/local.py); nothing to plan (dry run: nothing was changed)", flush=True)  # fmt: skip
 
 
 def cmd_up(a: argparse.Namespace) -> None:
-    from dogbooth import local
-
     profile = load_profile(a.profile, model=a.model, port=a.port)
     if profile.platform != "local":
         return _cluster("up", profile, a)
@@ -65,8 +71,6 @@ def cmd_cloud(a: argparse.Namespace) -> None:
 
 
 def cmd_down(a: argparse.Namespace) -> None:
-    from dogbooth import local
-
     profile = load_profile(a.profile)
     if profile.platform != "local":
         return _cluster("down", profile, a)
@@ -76,7 +80,6 @@ def cmd_down(a: argparse.Namespace) -> None:
 
 
 def cmd_dev(a: argparse.Namespace) -> None:
-    from dogbooth import devloop
 
     name = a.profile
     if name is None:
@@ -91,8 +94,6 @@ def cmd_dev(a: argparse.Namespace) -> None:
 
 
 def cmd_render(a: argparse.Namespace) -> None:
-    from dogbooth import chart
-
     profile = load_profile(a.profile, model=a.model, port=a.port)
     if a.stdout:
         print(chart.render_stdout(profile, image=a.image), flush=True)
@@ -104,31 +105,24 @@ def cmd_render(a: argparse.Namespace) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> None:
-    from training.command import train
 
     train(load_profile(a.profile, port=a.port), a)
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
-    from training.command import add_args
-
     add_args(p)
 
 
 def cmd_pipeline(a: argparse.Namespace) -> None:
-    from dogbooth.pipeline import command
 
     command.run(load_profile(a.profile, port=a.port), a)
 
 
 def _pipeline_args(p: argparse.ArgumentParser) -> None:
-    from dogbooth.pipeline import command
-
     command.add_args(p)
 
 
 def cmd_fetch_schemas(a: argparse.Namespace) -> None:
-    from dogbooth import k8svalidate
 
     for path in k8svalidate.fetch_schemas(a.output):
         print(path, flush=True)
@@ -149,8 +143,6 @@ def _dry_run_arg(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_loadtest(a: argparse.Namespace) -> None:
-    from loadtest import run
-
     # --host alone tests that endpoint as is; otherwise the profile (default local) is the target.
     use_profile = a.profile or not a.host
     profile = load_profile(a.profile or "local", model=a.model, port=a.port) if use_profile else None
@@ -162,8 +154,6 @@ def cmd_loadtest(a: argparse.Namespace) -> None:
 
 
 def _loadtest_args(p: argparse.ArgumentParser) -> None:
-    from loadtest import run, slo
-    from loadtest.mix import SHAPE_NAMES
 
     p.add_argument("--host", help="test this endpoint (http://host:port) instead of bringing --profile up")
     p.add_argument("--users", type=int, default=4, help="concurrent simulated users (default 4)")
@@ -177,8 +167,6 @@ def _loadtest_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_bench(a: argparse.Namespace) -> None:
-    from dogbooth import bench
-
     bench.run(bench.BenchOptions(models=a.models, duration_s=a.duration, report_dir=a.report_dir))
 
 
@@ -189,8 +177,6 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_reliability(a: argparse.Namespace) -> None:
-    from dogbooth.reliability import ReliabilityError, runner
-
     profile = load_profile(a.profile, model=a.model)
     options = runner.Options(report_dir=a.report_dir, fuzz_cases=a.fuzz_cases, overload_s=a.overload_s,
                              phases=tuple(a.phases.split(",")), seed=a.seed)  # fmt: skip
@@ -202,8 +188,6 @@ def cmd_reliability(a: argparse.Namespace) -> None:
 
 
 def _reliability_args(p: argparse.ArgumentParser) -> None:
-    from dogbooth.reliability import report, runner
-
     p.add_argument("--report-dir", type=Path, default=runner.DEFAULT_REPORT_DIR, help="summary.json/.md here")
     p.add_argument("--fuzz-cases", type=int, default=1000, help="generated requests to send (default 1000)")
     p.add_argument("--overload-s", type=float, default=60, help="seconds of overload (default 60)")

@@ -9,6 +9,7 @@ torch to the actor's num_cpus).
 """
 
 import io
+import os
 from typing import Any
 
 from fastapi import FastAPI, Query
@@ -16,6 +17,8 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve.handle import DeploymentHandle
+
+from services.models import load_pipeline
 
 app = FastAPI()
 
@@ -43,11 +46,7 @@ class APIIngress:
 @serve.deployment(ray_actor_options={"num_cpus": 1})
 class StableDiffusion:
     def __init__(self, args: dict[str, Any]) -> None:
-        import os
-
         import torch
-
-        from services.models import load_pipeline
 
         self.args = BaselineArgs.model_validate(args)
         torch.set_num_threads(self.args.threads or len(os.sched_getaffinity(0)))

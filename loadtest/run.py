@@ -22,9 +22,10 @@ from typing import Any
 
 import requests
 
-from dogbooth import REPO_ROOT
-from dogbooth.errors import BringUpError, CommandFailed, DogboothError
-from dogbooth.profiles import Profile
+from dogbooth.core.errors import BringUpError, CommandFailed, DogboothError
+from dogbooth.core.paths import REPO_ROOT
+from dogbooth.platforms import local
+from dogbooth.settings.profiles import Profile
 from loadtest import plot, slo, summary
 from loadtest.mix import MIX_ENV, SHAPE_NAMES, Mix, mix_for
 
@@ -111,7 +112,6 @@ def target(profile: Profile | None, host: str | None) -> Iterator[str]:
             f"profile {profile.name} runs on {profile.platform}: pass --host with its endpoint "
             "(see docs/loadtest.md: kind via the ingress or a port-forward, EKS via the load balancer)"
         )
-    from dogbooth import local
 
     state = local.LocalState.read(profile.name)
     if state is not None and local.is_alive(state) and probe(state.endpoint_base):

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dogbooth.errors import DogboothError
-from dogbooth.yamlfile import read_mapping
+from dogbooth.core.errors import DogboothError
+from dogbooth.core.yamlfile import read_mapping
 
 SLO_FILE = Path(__file__).resolve().parent / "slo.yaml"
 DEFAULT_KEY = "default"

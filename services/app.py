@@ -24,7 +24,7 @@ from services.admission import Admission, Decision
 from services.batcher import Batcher
 from services.pipeline import Generator, Job, LimitError, Timing, resolve
 from services.revision import code_revision
-from services.schemas import AppArgs, ImagineParams
+from services.schemas import DEPLOYMENT_NAME, AppArgs, ImagineParams
 
 log = logging.getLogger("dogbooth.app")
 REVISION = code_revision()
@@ -86,7 +86,7 @@ def _overloaded(decision: Decision, max_latency_x: float | None) -> JSONResponse
     )
 
 
-@serve.deployment(name="Imagine")
+@serve.deployment(name=DEPLOYMENT_NAME)
 @serve.ingress(api)
 class Imagine:
     """A replica: the model, loaded once, behind the HTTP routes."""

@@ -8,6 +8,9 @@ and saved as an ordinary diffusers directory that the normal loading path reads.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,7 +103,6 @@ def _vae_config(spec: GeneratedSpec) -> dict[str, Any]:
 
 def build_pipeline(spec: GeneratedSpec) -> Any:
     """Construct the pipeline in memory with seeded random weights (no network, no files)."""
-    import tempfile
 
     import torch
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
@@ -150,9 +152,6 @@ def materialize(spec: GeneratedSpec, cache_dir: Path) -> Path:
     It is saved to a temporary sibling and renamed into place, so a crash or a concurrent
     builder never leaves a half-written model that a later load would trust.
     """
-    import os
-    import shutil
-    import tempfile
 
     target = cache_dir / spec.cache_key
     if (target / "model_index.json").is_file():

@@ -17,11 +17,14 @@ MEDIA_TYPES: dict[str, str] = {"png": "image/png", "jpeg": "image/jpeg", "webp":
 # Hard bounds published in the OpenAPI schema. A profile's `limits` may only narrow them.
 MAX_STEPS = 150
 MIN_SIDE, MAX_SIDE = 64, 2048
+DEPLOYMENT_NAME = "Imagine"  # the Serve deployment; the generated Serve config names it too
 MAX_PROMPT_CHARS = 1000
 MAX_SEED = 2**32 - 1
 
 
 class _Strict(BaseModel):
+    # Identical to dogbooth.core.model.Strict (tests/test_architecture.py ties them); the replica
+    # imports nothing of dogbooth, so it keeps its own.
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 

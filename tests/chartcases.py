@@ -6,8 +6,9 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-from dogbooth import chart, profiles
-from dogbooth.profiles import Profile
+from dogbooth.render import chart
+from dogbooth.settings import profiles
+from dogbooth.settings.profiles import Profile
 
 CLUSTER_PROFILES = [name for name in profiles.available() if profiles.load(name).platform != "local"]
 GPU_PROFILES = {"kind-gpu", "eks"}

@@ -17,8 +17,10 @@ from typing import Any
 import pytest
 import yaml
 
-from dogbooth import REPO_ROOT, local, profiles
-from dogbooth.profiles import Profile
+from dogbooth.core.paths import REPO_ROOT
+from dogbooth.platforms import local
+from dogbooth.settings import profiles
+from dogbooth.settings.profiles import Profile
 
 
 def free_port() -> int:

@@ -7,11 +7,12 @@ from typing import Any
 import pytest
 import yaml
 
-from dogbooth import chart, cli, k8svalidate, profiles
-from dogbooth.pipeline import argo
-from dogbooth.profiles import Profile
-from dogbooth.releases import releases_for
-from dogbooth.serveconfig import serve_config
+from dogbooth import cli
+from dogbooth.render import argo, chart, k8svalidate
+from dogbooth.render.releases import releases_for
+from dogbooth.render.serveconfig import serve_config
+from dogbooth.settings import profiles
+from dogbooth.settings.profiles import Profile
 
 
 def _crd(kind: str) -> Any:

@@ -11,8 +11,9 @@ import pytest
 import requests
 from conftest import make_test_profile
 
-from dogbooth import devloop, local, profiles
-from dogbooth.errors import BringUpError
+from dogbooth.core.errors import BringUpError
+from dogbooth.platforms import devloop, local
+from dogbooth.settings import profiles
 
 
 def dogbooth(*args: str) -> subprocess.CompletedProcess[str]:

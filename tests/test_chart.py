@@ -12,9 +12,12 @@ import pytest
 import yaml
 from chartcases import CLUSTER_PROFILES, GPU_PROFILES, rendered
 
-from dogbooth import REPO_ROOT, chart, cli, k8svalidate, profiles
-from dogbooth.errors import ChartError, ProfileError
-from dogbooth.serveconfig import serve_config
+from dogbooth import cli
+from dogbooth.core.errors import ChartError, ProfileError
+from dogbooth.core.paths import REPO_ROOT
+from dogbooth.render import chart, k8svalidate
+from dogbooth.render.serveconfig import serve_config
+from dogbooth.settings import profiles
 
 needs_crds = pytest.mark.skipif(
     k8svalidate.schema_dir() is None,
@@ -257,7 +260,7 @@ def test_tiltfile_is_short_and_live_updates_without_a_new_cluster() -> None:
     ast.parse(tiltfile)  # Starlark is a Python subset: at least the syntax is checked here
     assert "sync('services', '/home/ray/app/services')" in tiltfile  # the Dockerfile's copy of services/
     assert "COPY --chown=1000:100 services ./services" in (REPO_ROOT / "services" / "Dockerfile").read_text()
-    assert "run('python -m dogbooth.reload'" in tiltfile
+    assert "run('python -m dogbooth.platforms.reload'" in tiltfile
     paths = re.findall(r"'(\{\.spec\.rayClusterConfig\.[^']+\})'", tiltfile)
     assert paths == [
         "{.spec.rayClusterConfig.headGroupSpec.template.spec.containers[*].image}",

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from chartcases import CLUSTER_PROFILES, rendered
 
-from dogbooth import chart, profiles
+from dogbooth.render import chart
+from dogbooth.settings import profiles
 
 DASHBOARD_PORT = 8265
 SECRET_LIKE = re.compile(r"token|key|secret|password", re.IGNORECASE)

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from dogbooth import REPO_ROOT
-from dogbooth.cluster import required_tools
-from dogbooth.tools import find_problems
+from dogbooth.core.paths import REPO_ROOT
+from dogbooth.core.tools import find_problems
+from dogbooth.platforms.kubesteps import required_tools
 
 pytestmark = pytest.mark.cluster
 

@@ -1,4 +1,4 @@
-"""dogbooth.helm through pyhelm3 against a stand-in `helm` executable that records what it was asked.
+"""dogbooth.platforms.helm through pyhelm3 against a stand-in `helm` executable that records what it was asked.
 
 No helm binary can be installed here; the stand-in answers the few subcommands pyhelm3 uses
 (version, show chart, status, upgrade --install, uninstall) the way Helm 3 does, so these tests
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from dogbooth import REPO_ROOT
-from dogbooth.errors import CommandFailed
-from dogbooth.helm import Helm, KubeTarget
-from dogbooth.releases import Release
+from dogbooth.core.errors import CommandFailed
+from dogbooth.core.paths import REPO_ROOT
+from dogbooth.platforms.helm import Helm, KubeTarget
+from dogbooth.render.releases import Release
 
 FAKE_HELM = r"""#!{python}
 import json, sys

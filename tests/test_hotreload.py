@@ -8,7 +8,7 @@ import time
 import requests
 from conftest import Stack
 
-from dogbooth import devloop, local
+from dogbooth.platforms import devloop, local
 from services.revision import code_revision
 
 RELOAD_BOUND_S = 120  # generous: fresh workers import torch on a loaded 2-core CI machine

@@ -11,9 +11,12 @@ from typing import Any
 import pytest
 import yaml
 
-from dogbooth import REPO_ROOT, chart, jupyterhub, k8svalidate, profiles
-from dogbooth.profiles import Profile
-from dogbooth.releases import releases_for
+from dogbooth.core.paths import REPO_ROOT
+from dogbooth.platforms import kubesteps
+from dogbooth.render import chart, jupyterhub, k8svalidate
+from dogbooth.render.releases import releases_for
+from dogbooth.settings import profiles
+from dogbooth.settings.profiles import Profile
 
 
 def _schema_dir() -> Path:
@@ -169,7 +172,7 @@ class _FakeKube:
 
 
 def test_admin_password_is_generated_into_a_secret_once() -> None:
-    step = jupyterhub.admin_secret_step(profiles.load("eks"))
+    step = kubesteps.admin_secret_step(profiles.load("eks"))
     assert step is not None and "never logged" in step.detail[0]
     passwords = []
     for _ in range(2):  # two clusters
@@ -181,5 +184,5 @@ def test_admin_password_is_generated_into_a_secret_once() -> None:
         (value,) = first[(jupyterhub.NAMESPACE, jupyterhub.ADMIN_SECRET)].values()
         passwords.append(value)
     assert len(passwords[0]) >= 32 and passwords[0] != passwords[1]  # random, never a fixed value
-    assert jupyterhub.admin_secret_step(PROFILES["eks-github"]()) is None
-    assert jupyterhub.admin_secret_step(profiles.load("kind-cpu")) is None
+    assert kubesteps.admin_secret_step(PROFILES["eks-github"]()) is None
+    assert kubesteps.admin_secret_step(profiles.load("kind-cpu")) is None

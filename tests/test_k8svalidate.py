@@ -1,4 +1,4 @@
-"""dogbooth.k8svalidate: the pinned-schema lookup and the upstream fetch (served locally here)."""
+"""dogbooth.render.k8svalidate: the pinned-schema lookup and the upstream fetch (served locally here)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dogbooth import k8svalidate
+from dogbooth.render import k8svalidate
 
 SHARED = k8svalidate.REPO_ROOT.parent / "shared"
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from dogbooth import REPO_ROOT
-from dogbooth.errors import DogboothError
+from dogbooth.core.errors import DogboothError
+from dogbooth.core.paths import REPO_ROOT
 from loadtest import plot, slo, summary
 from loadtest.mix import PROMPTS, SHAPE_NAMES, Mix, mix_for, request_name
 from loadtest.run import base_url, parse_duration
@@ -211,8 +211,8 @@ def test_impossible_slo_fails_naming_the_violation(stack: Any, tmp_path: Path) -
 
 def test_bench_arithmetic_and_goal_marks() -> None:
     """The bench's ratios, overhead and goal marks from given measurements (no timing in tests)."""
-    from dogbooth import bench
-    from dogbooth.benchload import LoadResult
+    from dogbooth.commands import bench
+    from dogbooth.commands.benchload import LoadResult
 
     profile = bench.bench_profile(bench.CASES["small"])
     d = profile.serve.deployment

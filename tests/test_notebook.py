@@ -11,7 +11,7 @@ import pytest
 from conftest import Stack
 from nbclient import NotebookClient
 
-from dogbooth import REPO_ROOT
+from dogbooth.core.paths import REPO_ROOT
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "dogbooth.ipynb"
 

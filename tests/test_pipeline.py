@@ -11,9 +11,11 @@ import requests
 from conftest import make_test_profile
 from PIL import Image
 
-from dogbooth import cli, local
-from dogbooth.pipeline import __main__ as step_cli
-from dogbooth.pipeline import score, steps
+from dogbooth import cli
+from dogbooth.commands.pipeline import __main__ as step_cli
+from dogbooth.commands.pipeline import score, steps
+from dogbooth.platforms import local
+from dogbooth.settings import gate
 from training.data import synthetic_images
 
 
@@ -28,7 +30,7 @@ def test_pixel_scorer_ranks_the_subject_above_noise_and_flat_images(instances: l
     rng = np.random.default_rng(0)
     noise = score.fidelity([Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))], instances, embed)
     grey = score.fidelity([Image.new("RGB", (64, 64), (128, 128, 128))], instances, embed)
-    threshold = score.default_threshold("pixels")
+    threshold = gate.default_threshold("pixels")
     assert subject > threshold > noise > grey  # the figures in score.py's comment
     assert subject == pytest.approx(0.40, abs=0.03) and grey == pytest.approx(0.06, abs=0.03)
     assert score.fidelity(instances, instances, embed) > subject  # deterministic, and self is closest

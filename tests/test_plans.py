@@ -10,10 +10,13 @@ from typing import Any
 
 import pytest
 
-from dogbooth import REPO_ROOT, cluster, clusterconfig, eks, kube, plan, profiles, releases
-from dogbooth.cluster_settings import EksSettings, eks_target
-from dogbooth.errors import ProfileError
-from dogbooth.tools import Runner
+from dogbooth.core.errors import BringUpError, ProfileError
+from dogbooth.core.paths import REPO_ROOT
+from dogbooth.core.tools import Runner
+from dogbooth.platforms import dispatch, eks, kube, kubesteps, plan
+from dogbooth.render import clusterconfig, releases
+from dogbooth.settings import profiles
+from dogbooth.settings.cluster import EksSettings, eks_target
 
 CLUSTER_PROFILES = ["kind-cpu", "kind-gpu", "eks"]
 UP_ORDER = ["cluster", "operator", "ingress", "app"]
@@ -35,7 +38,7 @@ def _no_aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("name", CLUSTER_PROFILES)
 def test_up_is_cluster_then_operator_then_ingress_then_app(name: str) -> None:
-    p = cluster.build_plan("up", profiles.load(name))
+    p = dispatch.build_plan("up", profiles.load(name))
     indices = [_index(p, phase) for phase in UP_ORDER]
     assert indices == sorted(indices), p.phases()
     last_install = max(i for i, s in enumerate(p.steps) if s.phase == "app")
@@ -50,14 +53,14 @@ def test_up_is_cluster_then_operator_then_ingress_then_app(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["kind-cpu", "kind-gpu"])
 def test_dev_ends_in_tilt_after_the_addons(name: str) -> None:
-    p = cluster.build_plan("dev", profiles.load(name))
+    p = dispatch.build_plan("dev", profiles.load(name))
     assert p.phases()[0] == "cluster" and p.phases()[-1] == "app"
     assert _index(p, "operator") < _index(p, "ingress") < len(p.steps) - 1
     assert "tilt up --file Tiltfile --context kind-" in p.steps[-1].detail[0]
 
 
 def test_eks_down_is_the_reverse_with_the_load_balancer_wait_before_deletion() -> None:
-    p = cluster.build_plan("down", profiles.load("eks"))
+    p = dispatch.build_plan("down", profiles.load("eks"))
     phases = p.phases()
     assert phases.index("app") < phases.index("ingress") < phases.index("lb-wait") < phases.index("volumes-wait")
     assert p.steps[-1].phase == "cluster" and "eksctl delete cluster" in p.steps[-1].detail[0]
@@ -75,13 +78,13 @@ def test_eks_down_is_the_reverse_with_the_load_balancer_wait_before_deletion() -
 
 
 def test_kind_down_uninstalls_the_app_then_deletes_the_cluster() -> None:
-    p = cluster.build_plan("down", profiles.load("kind-cpu"))
+    p = dispatch.build_plan("down", profiles.load("kind-cpu"))
     assert p.phases() == ["cluster", "app", "cluster"]
     assert p.steps[-1].detail[0] == "$ ctlptl delete cluster kind-dogbooth --ignore-not-found"
 
 
 def test_eks_up_builds_and_pushes_to_ecr_before_the_chart() -> None:
-    p = cluster.build_plan("up", profiles.load("eks"))
+    p = dispatch.build_plan("up", profiles.load("eks"))
     text = p.describe()
     for fragment in (
         "eksctl create cluster --install-nvidia-plugin=false -f -",
@@ -142,7 +145,7 @@ def test_kind_ports_match_the_ingress_host_ports(name: str) -> None:
             {"hostPath": "/dev/null", "containerPath": "/var/run/nvidia-container-devices/all"}
         ]
         assert "nvidia-ctk runtime configure --runtime=containerd" in clusterconfig.GPU_NODE_SCRIPT.read_text()
-        assert "nvidia-runtimeclass.yaml" in cluster.build_plan("up", profile).describe()
+        assert "nvidia-runtimeclass.yaml" in dispatch.build_plan("up", profile).describe()
     else:
         assert workers == []
 
@@ -195,7 +198,7 @@ def test_profile_cluster_section_must_fit_the_platform(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", sorted(clusterconfig.SNAPSHOTS))
 def test_deploy_snapshots_are_current(name: str) -> None:
     assert clusterconfig.SNAPSHOTS[name].read_text() == clusterconfig.snapshot(name), (
-        "deploy/ is stale: run python -m dogbooth.clusterconfig"
+        "deploy/ is stale: run python -m dogbooth.render.clusterconfig"
     )
 
 
@@ -240,7 +243,7 @@ def test_plan_execution_substitutes_captured_values_and_honours_gates(tmp_path: 
         plan.command("image", "use it", ["sh", "-c", f'echo "$0" > {out}', "${account}.dkr.ecr"]),
         plan.command("image", "gated", ["sh", "-c", "exit 9"], only_if="image_missing"),
     )
-    ctx = plan.Context(profiles.load("eks"), cluster.kube_target(profiles.load("eks")), runner=Runner())
+    ctx = plan.Context(profiles.load("eks"), kubesteps.kube_target(profiles.load("eks")), runner=Runner())
     plan.Plan("t", "eks", steps).execute(ctx)
     assert out.read_text() == "123456789012.dkr.ecr\n"
     assert ctx.resolve({"vpcId": ["${account}"]}) == {"vpcId": ["123456789012"]}
@@ -326,7 +329,7 @@ def test_http_wait_retries_until_200_and_reports_the_last_answer() -> None:
         url = f"http://127.0.0.1:{server.server_address[1]}/readyz"
         kube.wait_http_ok(url, timeout_s=30, interval_s=0.05)
         answers[:] = [503]
-        with pytest.raises(kube.BringUpError, match="last: HTTP 503: warming up"):
+        with pytest.raises(BringUpError, match="last: HTTP 503: warming up"):
             kube.wait_http_ok(url, timeout_s=0.5, interval_s=0.05)
     finally:
         server.shutdown()
@@ -360,7 +363,7 @@ def test_kind_down_runs_for_real_and_twice(tmp_path: Path, monkeypatch: pytest.M
     _fake_tools(tmp_path / "bin", log, {"kind": "exit 0"})  # `kind get clusters`: none
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
     for _ in range(2):
-        assert cluster.run("down", profiles.load("kind-cpu")) is None
+        assert dispatch.run("down", profiles.load("kind-cpu")) is None
     assert (
         log.read_text().splitlines()
         == [
@@ -381,7 +384,7 @@ def test_eks_down_when_the_cluster_is_gone_only_checks_for_stranded_load_balance
     }
     _fake_tools(tmp_path / "bin", log, behaviour)
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
-    cluster.run("down", profiles.load("eks"))
+    dispatch.run("down", profiles.load("eks"))
     calls = log.read_text().splitlines()
     assert calls[0] == "eksctl get cluster --name dogbooth --region us-west-2 -o json"
     assert calls[1].startswith("aws resourcegroupstaggingapi get-resources --region us-west-2")
@@ -395,9 +398,9 @@ def test_eks_down_refuses_to_delete_while_load_balancers_remain(
     behaviour = {"eksctl": 'echo "No cluster found" >&2; exit 1', "aws": f"echo '[\"{arn}\"]'"}
     _fake_tools(tmp_path / "bin", tmp_path / "calls", behaviour)
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
-    monkeypatch.setattr(cluster, "LB_TIMEOUT_S", 0)
+    monkeypatch.setattr(kubesteps, "LB_TIMEOUT_S", 0)
     monkeypatch.setattr(eks, "LB_TIMEOUT_S", 0)
-    with pytest.raises(kube.BringUpError, match="would be stranded") as info:
-        cluster.run("down", profiles.load("eks"))
+    with pytest.raises(BringUpError, match="would be stranded") as info:
+        dispatch.run("down", profiles.load("eks"))
     assert f"aws elbv2 delete-load-balancer --region us-west-2 --load-balancer-arn {arn}" in str(info.value)
     assert "eksctl delete" not in (tmp_path / "calls").read_text()

@@ -8,9 +8,9 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from dogbooth import profiles
-from dogbooth.errors import ProfileError
-from dogbooth.serveconfig import serve_config
+from dogbooth.core.errors import ProfileError
+from dogbooth.render.serveconfig import serve_config
+from dogbooth.settings import profiles
 
 
 @pytest.mark.parametrize("name", profiles.available())

@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 from conftest import Stack, start_stack
 
-from dogbooth import local, profiles
-from dogbooth.reliability import (
+from dogbooth.commands.reliability import (
     ReliabilityError,
     auth,
     fuzz,
@@ -27,7 +26,9 @@ from dogbooth.reliability import (
     runner,
     train_interrupt,
 )
-from dogbooth.reliability.traffic import Outcome, percentile, status_counts
+from dogbooth.commands.reliability.traffic import Outcome, percentile, status_counts
+from dogbooth.platforms import local
+from dogbooth.settings import profiles
 
 KEY_ENV = "DOGBOOTH_API_KEY"
 

@@ -1,4 +1,4 @@
-"""dogbooth.reload (Tilt's live_update step) against a real Ray Serve: the same mechanism as the local
+"""dogbooth.platforms.reload (Tilt's live_update step) against a real Ray Serve: the same mechanism as the local
 hot reload, driven only through the Serve REST API, with nothing but the revision changed."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import pytest
 import requests
 from conftest import Stack
 
-from dogbooth import REPO_ROOT, local, reload
+from dogbooth.core.paths import REPO_ROOT
+from dogbooth.platforms import local, reload
 from services.revision import code_revision
 
 

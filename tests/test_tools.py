@@ -14,8 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from dogbooth import tools
-from dogbooth.errors import CommandFailed, MissingTools
+from dogbooth.core import tools
+from dogbooth.core.errors import CommandFailed, MissingTools
 
 # The private PATH holds only the fake tools, so the scripts call these by absolute path.
 SLEEP, CAT = shutil.which("sleep"), shutil.which("cat")
@@ -157,7 +157,7 @@ def test_python_is_not_needed_on_path(bin_dir: Path) -> None:
 
 
 def test_dev_picks_kind_cpu_only_when_every_tool_is_new_enough(bin_dir: Path) -> None:
-    from dogbooth import devloop
+    from dogbooth.platforms import devloop
 
     versions = {
         "docker": "Docker version 27.3.1, build x",

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from dogbooth import REPO_ROOT
 from dogbooth.cli import load_profile
-from training import checkpoints, cluster
+from dogbooth.core.paths import REPO_ROOT
+from dogbooth.platforms import trainjob as cluster
+from training import checkpoints
 from training.data import load_folder, synthetic_images, write_synthetic_dataset
 from training.errors import DataError, TrainingError
 

@@ -14,7 +14,8 @@ import requests
 from conftest import Stack
 from test_training import make_config
 
-from dogbooth import local, profiles
+from dogbooth.platforms import local
+from dogbooth.settings import profiles
 from training.run import run
 
 

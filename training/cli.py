@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dogbooth.errors import DogboothError
+from dogbooth.core.errors import DogboothError
 from training import config as config_mod
+from training.run import run
 
 
 def add_run_args(p: argparse.ArgumentParser, *, base_model_flag: bool = True) -> None:
@@ -50,8 +51,6 @@ def _interrupt(*_: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from training.run import run
-
     logging.basicConfig(level=logging.INFO, format="dogbooth: %(message)s", stream=sys.stderr)
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file is noise
     signal.signal(signal.SIGTERM, _interrupt)  # a Job's SIGTERM ends like Ctrl-C: the last checkpoint stays

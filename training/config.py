@@ -9,19 +9,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from dogbooth.yamlfile import describe, read_mapping
+from dogbooth.core.model import Strict
+from dogbooth.core.names import MODEL_NAME
+from dogbooth.core.yamlfile import describe, read_mapping
 from training.errors import TrainingConfigError
 
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DataConfig(_Strict):
+class DataConfig(Strict):
     instance_dir: str | None = Field(None, description="folder of instance images; null = generated dataset")
     instance_prompt: str = Field("a photo of sks object", min_length=1)
     synthetic_images: int = Field(8, ge=1, le=256, description="size of the generated dataset")
@@ -30,7 +28,7 @@ class DataConfig(_Strict):
     random_flip: bool = False
 
 
-class PriorConfig(_Strict):
+class PriorConfig(Strict):
     enabled: bool = False
     class_prompt: str = Field("a photo of an object", min_length=1)
     class_dir: str | None = Field(None, description="class images; null = <output>/class-images")
@@ -40,7 +38,7 @@ class PriorConfig(_Strict):
     sample_steps: int = Field(25, ge=1, le=150)
 
 
-class ModelConfig(_Strict):
+class ModelConfig(Strict):
     base_model: str = Field("tiny", description="a services.models reference")
     method: Literal["full", "lora"] = "lora"
     lora_rank: int = Field(4, ge=1, le=256)
@@ -50,7 +48,7 @@ class ModelConfig(_Strict):
     attention: Literal["sdpa", "eager"] = "sdpa"
 
 
-class OptimizerConfig(_Strict):
+class OptimizerConfig(Strict):
     learning_rate: float = Field(1e-4, gt=0)
     scale_lr: bool = False
     use_8bit_adam: bool = False
@@ -65,7 +63,7 @@ class OptimizerConfig(_Strict):
     lr_warmup_steps: int = Field(0, ge=0)
 
 
-class TrainConfig(_Strict):
+class TrainConfig(Strict):
     seed: int = Field(0, ge=0)
     resolution: int = Field(512, ge=8, multiple_of=8)
     batch_size: int = Field(1, ge=1)
@@ -76,12 +74,12 @@ class TrainConfig(_Strict):
     threads: int | None = Field(None, ge=1, description="torch CPU threads; null = every core")
 
 
-class CheckpointConfig(_Strict):
+class CheckpointConfig(Strict):
     every_n_steps: int = Field(100, ge=1)
     keep_last: int = Field(2, ge=1)
 
 
-class ValidationConfig(_Strict):
+class ValidationConfig(Strict):
     every_n_steps: int = Field(100, ge=1)
     prompts: list[str] = Field(default_factory=lambda: ["a photo of sks object"], min_length=1)
     num_inference_steps: int = Field(25, ge=1, le=150)
@@ -89,13 +87,13 @@ class ValidationConfig(_Strict):
     seed: int = 0
 
 
-class ExportConfig(_Strict):
-    output_dir: str = Field("out/dogbooth-model", min_length=1)
+class ExportConfig(Strict):
+    output_dir: str = Field(f"out/{MODEL_NAME}", min_length=1)
     hub_repo: str | None = Field(None, description="org/name to push to with HF_TOKEN; null = no push")
     hub_private: bool = True
 
 
-class RecipeConfig(_Strict):
+class RecipeConfig(Strict):
     data: DataConfig = DataConfig()
     prior: PriorConfig = PriorConfig()
     model: ModelConfig = ModelConfig()

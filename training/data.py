@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import random
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -135,8 +136,6 @@ def write_synthetic_dataset(folder: Path, count: int, resolution: int, seed: int
     for i, image in enumerate(synthetic_images(count, resolution, seed)):
         image.save(staging / f"object-{i:03d}.png")
     if folder.exists():
-        import shutil
-
         shutil.rmtree(folder)
     os.rename(staging, folder)
     return folder

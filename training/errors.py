@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dogbooth.errors import DogboothError
+from dogbooth.core.errors import DogboothError
 
 
 class TrainingError(DogboothError):

@@ -7,6 +7,7 @@ hold the trainable weights, the optimizer and the LR schedule.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -15,11 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from services.models import ModelError, load_pipeline
 from training import checkpoints, export
+from training.batches import diffusion_loss
 from training.checkpoints import work_dir_for
 from training.config import RecipeConfig
 from training.data import generate_class_images, load_folder, to_tensor, write_synthetic_dataset
 from training.errors import CheckpointError, TrainingError
+from training.validation import save_grid
 
 log = logging.getLogger("dogbooth.training")
 
@@ -87,8 +91,6 @@ class DreamBoothRecipe:
         import torch
         from diffusers import DDPMScheduler
         from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
-
-        from services.models import ModelError, load_pipeline
 
         m = self.cfg.model
         try:
@@ -300,8 +302,6 @@ class DreamBoothRecipe:
     def train(self) -> TrainResult:
         from tqdm.auto import tqdm
 
-        from training.validation import save_grid
-
         t, c, v = self.cfg.train, self.cfg.checkpoint, self.cfg.validation
         # In a pod's log every redraw is a line: refresh there every 10 s instead of ten times a second.
         refresh = 0.1 if sys.stderr.isatty() else 10.0
@@ -350,8 +350,6 @@ class DreamBoothRecipe:
         return total / accumulation
 
     def _loss(self, micro_step: int) -> Any:
-        from training.batches import diffusion_loss
-
         return diffusion_loss(self, micro_step)
 
     def save_checkpoint(self) -> Path:
@@ -370,8 +368,6 @@ class DreamBoothRecipe:
         return export.write_export(self, result)
 
     def cleanup(self) -> None:
-        import gc
-
         import torch
 
         accelerator = getattr(self, "accelerator", None)  # setup may have failed before creating it

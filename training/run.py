@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from services.models import TRAINING_MANIFEST
+from training.checkpoints import work_dir_for
 from training.config import RecipeConfig
+from training.recipe import DreamBoothRecipe
 
 log = logging.getLogger("dogbooth.training")
 
@@ -20,8 +22,6 @@ class RunSummary:
     manifest: dict[str, Any]
 
     def describe(self) -> str:
-        from training.checkpoints import work_dir_for
-
         m = self.manifest
         return (
             f"export ({m['export']}): {self.export_dir}\n"
@@ -33,7 +33,6 @@ class RunSummary:
 
 def run(config: RecipeConfig, *, resume: str | None = None) -> RunSummary:
     """Fine-tune, export and return where the export went with its manifest."""
-    from training.recipe import DreamBoothRecipe
 
     recipe = DreamBoothRecipe(config, resume=resume)
     try:

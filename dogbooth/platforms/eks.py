@@ -1,0 +1,303 @@
+"""The eks plans: `nox -s cloud` (create-or-upgrade, image to ECR, add-ons, chart) and `down`.
+
+Nothing here talks to AWS while a plan is built, so `--dry-run` works without credentials; the
+account id and VPC id are looked up by the first steps of a real run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Callable
+
+from dogbooth.core.errors import BringUpError, CommandFailed
+from dogbooth.core.paths import REPO_ROOT
+from dogbooth.core.polling import poll
+from dogbooth.platforms import ecr
+from dogbooth.platforms import plan as p
+from dogbooth.platforms.kubesteps import (
+    LB_TAG,
+    LB_TIMEOUT_S,
+    admin_secret_step,
+    app_release,
+    eks_settings,
+    kube_target,
+    source_hash,
+    wait_steps,
+)
+from dogbooth.render import clusterconfig as cc
+from dogbooth.render.chart import CHART_DIR, RELEASE_NAME, settings
+from dogbooth.render.releases import releases_for
+from dogbooth.settings.cluster import EksTarget, eks_target
+from dogbooth.settings.profiles import Profile
+
+log = logging.getLogger("dogbooth.platforms.eks")
+# eksctl would install its own NVIDIA device plugin on GPU nodegroups; ours comes from Helm with GFD.
+NO_PLUGIN = "--install-nvidia-plugin=false"
+
+
+def _exists_step(t: EksTarget) -> p.Step:
+    argv = ["eksctl", "get", "cluster", "--name", t.name, "--region", t.region, "-o", "json"]
+
+    def check(ctx: p.Context) -> None:
+        try:
+            ctx.runner.run(argv)
+            exists = True
+        except CommandFailed as e:
+            if not any(m in e.stderr.lower() for m in ("no cluster found", "resourcenotfound")):
+                raise
+            exists = False
+        ctx.flags.update(cluster_exists=exists, cluster_missing=not exists)
+        log.info("cluster %s in %s %s", t.name, t.region, "exists" if exists else "does not exist")
+
+    return p.python("cluster", f"does EKS cluster {t.name} exist in {t.region}?", ["$ " + " ".join(argv)], check)
+
+
+def _eksctl(title: str, verb: str, config: str, only_if: str, *, first: bool = False) -> p.Step:
+    label = "generated eksctl ClusterConfig (below)" if first else "the same config"
+    argv = ["eksctl", *verb.split(), "-f", "-"]
+    return p.command(
+        "cluster",
+        title,
+        argv,
+        input=config,
+        input_label=label,
+        show_input=first,
+        stream=True,
+        only_if=only_if,
+    )
+
+
+def _kubeconfig_step(profile: Profile, t: EksTarget, only_if: str | None = None) -> p.Step:
+    path = kube_target(profile).kubeconfig
+    argv = ["eksctl", "utils", "write-kubeconfig", "--cluster", t.name, "--region", t.region]
+    argv += ["--kubeconfig", str(path)]
+
+    def write(ctx: p.Context) -> None:
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        ctx.runner.run(argv)
+
+    title = "write a private kubeconfig for this cluster (~/.kube/config is left alone)"
+    return p.python("cluster", title, ["$ " + " ".join(argv)], write, only_if=only_if)
+
+
+def _cluster_steps(profile: Profile, t: EksTarget) -> list[p.Step]:
+    config = cc.to_yaml(cc.eksctl_config(eks_settings(profile), t))
+    whoami = ["aws", "sts", "get-caller-identity", "--query", "Account", "--output", "text"]
+    vpc = [
+        "aws",
+        "eks",
+        "describe-cluster",
+        "--name",
+        t.name,
+        "--region",
+        t.region,
+        "--query",
+        "cluster.resourcesVpcConfig.vpcId",
+        "--output",
+        "text",
+    ]
+    return [
+        p.command("cluster", "caller identity (fails fast without AWS credentials)", whoami, capture="account"),
+        _exists_step(t),
+        _eksctl(
+            "create the cluster (~20 min)",
+            f"create cluster {NO_PLUGIN}",
+            config,
+            "cluster_missing",
+            first=True,
+        ),
+        _eksctl(
+            "upgrade the control plane if the profile's version is newer",
+            "upgrade cluster --approve",
+            config,
+            "cluster_exists",
+        ),
+        _eksctl(
+            "create nodegroups new in the profile (existing ones are kept)",
+            f"create nodegroup {NO_PLUGIN}",
+            config,
+            "cluster_exists",
+        ),
+        _eksctl(
+            "update the EKS add-ons (EBS CSI driver, pod identity agent)",
+            "update addon",
+            config,
+            "cluster_exists",
+        ),
+        _kubeconfig_step(profile, t),
+        p.command("cluster", "look up the VPC id (for the load balancer controller)", vpc, capture="vpc_id"),
+    ]
+
+
+def _api_key_step(profile: Profile) -> p.Step:
+    c = settings(profile)
+    secret, key = c.api_key.secret.secret_name, c.api_key.secret.secret_key
+
+    def ensure(ctx: p.Context) -> None:
+        if ctx.kube.ensure_secret(c.namespace, secret, key, lambda: secrets.token_urlsafe(32)):
+            log.info(
+                "created Secret %s/%s holding a random API key (not printed); read it with:\n  kubectl "
+                "--kubeconfig %s -n %s get secret %s -o jsonpath='{.data.%s}' | base64 -d",
+                c.namespace,
+                secret,
+                ctx.target.kubeconfig,
+                c.namespace,
+                secret,
+                key,
+            )
+
+    title = f"API key Secret {c.namespace}/{secret} (a random key is made if it is missing)"
+    detail = ["kubernetes API: create the namespace and Secret only when absent; the key is never logged"]
+    return p.python("app", title, detail, ensure)
+
+
+def up(profile: Profile) -> p.Plan:
+    eks, t = eks_settings(profile), eks_target(eks_settings(profile))
+    image = (
+        f"${{account}}.dkr.ecr.{t.region}.amazonaws.com/{eks.ecr_repository}:"
+        f"{settings(profile).image.tag}-{source_hash()}"
+    )
+    storage_class = [
+        "kubectl",
+        "--kubeconfig",
+        str(kube_target(profile).kubeconfig),
+        "apply",
+        "-f",
+        str(cc.GP3_STORAGE_CLASS.relative_to(REPO_ROOT)),
+    ]
+    releases = releases_for(profile)
+    platform = [r for r in releases if r.phase == "platform"]
+    steps = [
+        *_cluster_steps(profile, t),
+        *ecr.steps(profile, t, eks.ecr_repository, image),
+        *[p.install(r) for r in platform],
+        p.command("platform", "gp3 StorageClass, encrypted, the default", storage_class),
+        *[p.install(r) for r in releases if r not in platform],
+    ]
+    if settings(profile).api_key.enabled:
+        steps.append(_api_key_step(profile))
+    if (hub_admin := admin_secret_step(profile)) is not None:
+        steps.append(hub_admin)  # the hub mounts it and reads it at each admin login
+    internal = profile.cluster is not None and profile.cluster.addons.ingress_internal
+    note = (
+        "the NLB is internal: call it from inside the VPC or port-forward svc/ingress-nginx-controller"
+        if internal
+        else "the NLB is internet-facing; the API key guards /imagine"
+    )
+    steps += [
+        p.install(app_release(profile, image), chart_path=CHART_DIR),
+        *wait_steps(profile, scheme_note=note),
+    ]
+    notes = (
+        f"cluster {t.name} in {t.region}; ${{account}} and ${{vpc_id}} are looked up at run time",
+        f"image {image}",
+    )
+    return p.Plan("cloud", profile.name, tuple(steps), notes)
+
+
+def _tagged_load_balancers(ctx: p.Context, t: EksTarget) -> list[str]:
+    argv = [
+        "aws",
+        "resourcegroupstaggingapi",
+        "get-resources",
+        "--region",
+        t.region,
+        "--resource-type-filters",
+        "elasticloadbalancing:loadbalancer",
+        "--tag-filters",
+        f"Key={LB_TAG},Values={t.name}",
+        "--query",
+        "ResourceTagMappingList[].ResourceARN",
+        "--output",
+        "json",
+    ]
+    return list(json.loads(ctx.runner.run(argv) or "[]") or [])
+
+
+def _until_none_left(what: str, left: Callable[[], list[str]], leftover: str) -> None:
+    """Poll until `left()` is empty; on timeout, `leftover` (with {} for the names) says what stayed."""
+    poll(
+        what,
+        lambda: True if not left() else None,
+        timeout_s=LB_TIMEOUT_S,
+        on_timeout=lambda: "  - " + leftover.format(", ".join(left())),
+    )
+
+
+def _services_gone(ctx: p.Context) -> None:
+    _until_none_left(
+        "Services of type LoadBalancer to be deleted",
+        ctx.kube.load_balancer_services,
+        "still there: {} (is the AWS Load Balancer Controller running?)",
+    )
+
+
+def _aws_lbs_gone(ctx: p.Context, t: EksTarget) -> None:
+    try:
+        poll(
+            f"AWS to delete the load balancers tagged {LB_TAG}={t.name}",
+            lambda: True if not _tagged_load_balancers(ctx, t) else None,
+            timeout_s=LB_TIMEOUT_S,
+            interval_s=15,
+        )
+    except BringUpError as e:
+        commands = [
+            f"  aws elbv2 delete-load-balancer --region {t.region} --load-balancer-arn {arn}"
+            for arn in _tagged_load_balancers(ctx, t)
+        ]
+        raise BringUpError(f"{e}\nNot deleting the cluster; these would be stranded:\n" + "\n".join(commands)) from e
+
+
+def _volumes_gone(ctx: p.Context) -> None:
+    _until_none_left("EBS volumes of deleted claims to be released", ctx.kube.ebs_volumes, "PersistentVolumes left: {}")
+
+
+def down(profile: Profile) -> p.Plan:
+    t, gate = eks_target(eks_settings(profile)), "cluster_exists"
+    lb_query = (
+        f"$ aws resourcegroupstaggingapi get-resources --region {t.region} --resource-type-filters "
+        f"elasticloadbalancing:loadbalancer --tag-filters Key={LB_TAG},Values={t.name}   # until empty"
+    )
+    owners = [r for r in reversed(releases_for(profile)) if r.owns_load_balancer]
+    delete = ["eksctl", "delete", "cluster", "--name", t.name, "--region", t.region, "--wait"]
+    steps = [
+        _exists_step(t),
+        _kubeconfig_step(profile, t, only_if=gate),
+        p.uninstall("app", RELEASE_NAME, settings(profile).namespace, why="its pods' gp3 claims go too", only_if=gate),
+        *[p.uninstall(r.phase, r.name, r.namespace, why="its Service owns an NLB", only_if=gate) for r in owners],
+        p.python(
+            "lb-wait",
+            "wait until no Service of type LoadBalancer is left",
+            [f"kubernetes API: Services of type LoadBalancer (<= {LB_TIMEOUT_S // 60} min)"],
+            _services_gone,
+            only_if=gate,
+        ),
+        p.python(
+            "lb-wait",
+            "wait until AWS has deleted the load balancers (runs even if the cluster is gone)",
+            [lb_query],
+            lambda ctx: _aws_lbs_gone(ctx, t),
+        ),
+        p.python(
+            "volumes-wait",
+            "wait until the EBS volumes are released",
+            ["kubernetes API: PersistentVolumes of driver ebs.csi.aws.com, until none"],
+            _volumes_gone,
+            only_if=gate,
+        ),
+        p.command(
+            "cluster",
+            "delete the cluster, its nodegroups, IAM roles and VPC (~15 min)",
+            delete,
+            stream=True,
+            only_if=gate,
+        ),
+    ]
+    notes = (
+        f"cluster {t.name} in {t.region}; safe to run twice: absent things are skipped",
+        "the ECR repository and its images are kept (aws ecr delete-repository --force removes them)",
+    )
+    return p.Plan("down", profile.name, tuple(steps), notes)

@@ -1,0 +1,87 @@
+"""Helm releases from Python through pyhelm3, with dogbooth's error rules.
+
+pyhelm3 runs the helm binary asynchronously; on cancellation (Ctrl-C reaches `asyncio.run` as a
+cancelled task) it terminates the helm process. Its errors become `CommandFailed` with helm's
+stderr, so every failure reads the same whichever tool caused it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from dogbooth.core.errors import CommandFailed
+from dogbooth.render.releases import Release
+
+log = logging.getLogger("dogbooth.platforms.helm")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class KubeTarget:
+    """Which cluster: a kubeconfig file (eks: written by eksctl) and/or a context (kind-<name>)."""
+
+    kubeconfig: Path | None = None
+    context: str | None = None
+
+    def kubectl_args(self) -> list[str]:
+        args = []
+        if self.kubeconfig is not None:
+            args += ["--kubeconfig", str(self.kubeconfig)]
+        if self.context is not None:
+            args += ["--context", self.context]
+        return args
+
+
+def _run(what: list[str], coro: Coroutine[Any, Any, T]) -> T:
+    import pyhelm3.errors
+
+    log.info("$ %s", " ".join(what))
+    try:
+        return asyncio.run(coro)
+    except pyhelm3.errors.Error as e:
+        raise CommandFailed(what, e.returncode, e.stderr.decode(errors="replace")) from e
+
+
+class Helm:
+    """install-or-upgrade and uninstall of releases against one cluster."""
+
+    def __init__(self, target: KubeTarget, *, timeout: str = "10m") -> None:
+        import pyhelm3
+
+        self.target = target
+        self.timeout = timeout
+        self.client = pyhelm3.Client(kubeconfig=target.kubeconfig, kubecontext=target.context, default_timeout=timeout)
+
+    def ensure(self, release: Release, *, chart_path: Path | None = None) -> None:
+        """Install or upgrade `release` (from `chart_path` when given, a local chart) and wait for it."""
+        ref: str | Path = chart_path if chart_path is not None else release.chart
+        repo = None if chart_path is not None else release.repo
+        version = None if chart_path is not None else release.version
+
+        async def go() -> None:
+            chart = await self.client.get_chart(ref, repo=repo, version=version)
+            await self.client.ensure_release(
+                release.name,
+                chart,
+                release.values,
+                namespace=release.namespace,
+                create_namespace=True,
+                atomic=False,
+                wait=True,
+                timeout=self.timeout,
+            )
+
+        what = ["helm", "upgrade", "--install", release.name, str(ref), "--namespace", release.namespace]
+        if version:
+            what += ["--repo", str(repo), "--version", version]
+        _run(what + ["--wait"], go())
+
+    def uninstall(self, name: str, namespace: str) -> None:
+        """Uninstall and wait for the release's resources to go; a missing release is not an error."""
+        what = ["helm", "uninstall", name, "--namespace", namespace, "--wait"]
+        _run(what, self.client.uninstall_release(name, namespace=namespace, wait=True, timeout=self.timeout))

@@ -1,0 +1,203 @@
+"""The steps both cluster platforms (kind and eks) share: the image, the add-ons, our chart, the waits.
+
+Each returns `plan.Step`s; nothing here runs a tool while a plan is built, so `--dry-run` needs
+no cluster. kind.py and eks.py put these in order around their own cluster steps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from pathlib import Path
+
+from dogbooth.core.errors import BringUpError, ProfileError
+from dogbooth.core.names import DASHBOARD_PORT
+from dogbooth.core.paths import REPO_ROOT, state_dir
+from dogbooth.platforms import kube
+from dogbooth.platforms import plan as p
+from dogbooth.platforms.helm import KubeTarget
+from dogbooth.render import jupyterhub
+from dogbooth.render.chart import CHART_DIR, RELEASE_NAME, chart_values, settings
+from dogbooth.render.jupyterhub import ADMIN_SECRET, ADMIN_SECRET_KEY, NAMESPACE
+from dogbooth.render.releases import Release, releases_for
+from dogbooth.settings.cluster import EksSettings, KindSettings, eks_target
+from dogbooth.settings.profiles import Profile
+
+log = logging.getLogger("dogbooth.platforms")
+
+DOCKERFILE = REPO_ROOT / "services" / "Dockerfile"
+READY_TIMEOUT_S = {"kind": 20 * 60, "eks": 40 * 60}  # first pulls: a ~10 GB CUDA image, ~5 GB of weights
+LB_TIMEOUT_S = 15 * 60
+LB_TAG = "elbv2.k8s.aws/cluster"  # the AWS Load Balancer Controller tags every LB it makes with it
+
+COMMAND_TOOLS = {
+    ("kind", "dev"): ("docker", "kind", "ctlptl", "kubectl", "helm", "tilt"),
+    ("kind", "up"): ("docker", "kind", "ctlptl", "kubectl", "helm"),
+    ("kind", "down"): ("docker", "kind", "ctlptl", "helm"),
+    ("eks", "up"): ("docker", "kubectl", "helm", "eksctl", "aws"),
+    ("eks", "down"): ("kubectl", "helm", "eksctl", "aws"),
+}
+
+
+def required_tools(platform: str, command: str) -> tuple[str, ...]:
+    return COMMAND_TOOLS[(platform, command)]
+
+
+def kind_settings(profile: Profile) -> KindSettings:
+    if profile.cluster is None or profile.cluster.kind is None:
+        raise ProfileError(f"{profile.source}: cluster.kind: missing")
+    return profile.cluster.kind
+
+
+def eks_settings(profile: Profile) -> EksSettings:
+    if profile.cluster is None or profile.cluster.eks is None:
+        raise ProfileError(f"{profile.source}: cluster.eks: missing")
+    return profile.cluster.eks
+
+
+# What the serve image is built from (services/Dockerfile.dockerignore lets exactly these in).
+IMAGE_INPUTS = (
+    "pyproject.toml",
+    "constraints.txt",
+    "services/Dockerfile",
+    "dogbooth/**/*.py",
+    "services/**/*.py",
+)
+
+
+def source_hash(root: Path = REPO_ROOT) -> str:
+    """Content hash of the image's inputs: same inputs, same tag, so a re-run pushes nothing."""
+    digest = hashlib.sha256()
+    files = {path for pattern in IMAGE_INPUTS for path in root.glob(pattern) if path.is_file()}
+    for path in sorted(files):
+        if "__pycache__" not in path.parts:
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:10]
+
+
+def kube_target(profile: Profile) -> KubeTarget:
+    if profile.platform == "kind":
+        return KubeTarget(context=kind_settings(profile).context)
+    target = eks_target(eks_settings(profile))
+    return KubeTarget(kubeconfig=state_dir() / f"kubeconfig-eks-{target.name}-{target.region}")
+
+
+def app_release(profile: Profile, image: str) -> Release:
+    version = next(
+        line.split(":", 1)[1].strip()
+        for line in (CHART_DIR / "Chart.yaml").read_text().splitlines()
+        if line.startswith("version:")
+    )
+    return Release(
+        RELEASE_NAME,
+        settings(profile).namespace,
+        str(CHART_DIR.relative_to(REPO_ROOT)),
+        "",
+        version,
+        chart_values(profile, image=image),
+        phase="app",
+    )
+
+
+def image_steps(
+    profile: Profile, image: str, *, platform_flag: str | None = None, only_if: str | None = None
+) -> list[p.Step]:
+    variant = settings(profile).image.variant
+    build = [
+        "docker",
+        "build",
+        "-f",
+        str(DOCKERFILE.relative_to(REPO_ROOT)),
+        "--build-arg",
+        f"VARIANT={variant}",
+        "-t",
+        image,
+        ".",
+    ]
+    if platform_flag:
+        build[2:2] = ["--platform", platform_flag]
+    return [
+        p.command("image", f"build the serve image ({variant})", build, stream=True, only_if=only_if),
+        p.command("image", "push it", ["docker", "push", image], stream=True, only_if=only_if),
+    ]
+
+
+def wait_steps(profile: Profile, *, scheme_note: str = "") -> list[p.Step]:
+    namespace = settings(profile).namespace
+    timeout = READY_TIMEOUT_S[profile.platform]
+
+    def ready(ctx: p.Context) -> None:
+        names = ctx.kube.rayservice_names(namespace)
+        if not names:
+            raise BringUpError(f"no RayService in namespace {namespace}; did the chart install?")
+        for name in names:
+            kube.wait_rayservice_ready(ctx.kube, namespace, name, timeout_s=timeout)
+
+    def address(ctx: p.Context) -> None:
+        host = kube.wait_ingress_address(ctx.kube, namespace, timeout_s=LB_TIMEOUT_S)
+        base = _endpoint_base(profile, host)
+        if profile.platform == "kind":  # reachable from here; an internal NLB usually is not
+            kube.wait_http_ok(f"{base}/readyz", timeout_s=5 * 60)
+        ctx.values["endpoint"] = f"{base}/imagine"
+        log.info(
+            "Ray dashboard: port-forward only: kubectl -n %s port-forward svc/<rayservice>-head-svc %d",
+            namespace,
+            DASHBOARD_PORT,
+        )
+        if scheme_note:
+            log.info(scheme_note)
+
+    return [
+        p.python(
+            "wait",
+            f"wait for the RayService to be Ready (<= {timeout // 60} min)",
+            [
+                f"kubernetes API: ray.io/v1 RayService in {namespace}, condition Ready=True; on timeout: "
+                "Pending pods (no GPU node), image pull errors, failing Serve apps are reported"
+            ],
+            ready,
+        ),
+        p.python(
+            "wait",
+            "wait for the Ingress address and print the endpoint",
+            [f"kubernetes API: networking.k8s.io/v1 Ingress in {namespace}, status.loadBalancer"],
+            address,
+        ),
+    ]
+
+
+def _endpoint_base(profile: Profile, host: str) -> str:
+    if profile.platform == "kind":
+        kind = kind_settings(profile)
+        return f"http://{kind.listen_address}:{kind.ingress_http_port}/dogbooth/serve"
+    return f"http://{host}/dogbooth/serve"
+
+
+def addon_steps(profile: Profile) -> list[p.Step]:
+    """Install every add-on release of the profile, then (JupyterHub with native auth) its admin Secret."""
+    hub_admin = admin_secret_step(profile)
+    return [p.install(r) for r in releases_for(profile)] + ([hub_admin] if hub_admin else [])
+
+
+def admin_secret_step(profile: Profile) -> p.Step | None:
+    """The bring-up step that generates the admin password into its Secret (native auth only).
+
+    Like the API key (dogbooth/eks.py): created with a random value only when absent, never logged,
+    never rotated by a re-run. Runs before the JupyterHub release, which mounts the Secret.
+    """
+    hub = jupyterhub.settings(profile)
+    if hub is None or hub.auth != "native":
+        return None
+
+    def ensure(ctx: p.Context) -> None:
+        if ctx.kube.ensure_secret(NAMESPACE, ADMIN_SECRET, ADMIN_SECRET_KEY, lambda: secrets.token_urlsafe(24)):
+            log.info(
+                "created Secret %s/%s with a random JupyterHub admin password (not printed); read it with:\n"
+                "  kubectl -n %s get secret %s -o jsonpath='{.data.%s}' | base64 -d",
+                NAMESPACE, ADMIN_SECRET, NAMESPACE, ADMIN_SECRET, ADMIN_SECRET_KEY,
+            )  # fmt: skip
+
+    title = f"JupyterHub admin Secret {NAMESPACE}/{ADMIN_SECRET} (a random password is made if it is missing)"
+    detail = ["kubernetes API: create the namespace and Secret only when absent; the password is never logged"]
+    return p.python("addons", title, detail, ensure)

@@ -1,0 +1,257 @@
+"""The `local` platform: a private Ray head on this machine, the Serve app deployed over REST.
+
+What `up` starts is recorded in a state file, so `down` stops exactly that (and nothing of a Ray
+you run yourself). The head runs with token authentication and a token of its own, which also
+makes a stale `~/.ray/auth_token` irrelevant: the dashboard can run code, so it is never open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil
+
+from dogbooth.core.errors import BringUpError
+from dogbooth.core.paths import REPO_ROOT, state_dir
+from dogbooth.platforms.serveclient import ServeClient
+from dogbooth.render.serveconfig import serve_config
+from dogbooth.settings.profiles import Profile
+from services.revision import code_revision
+
+log = logging.getLogger("dogbooth.platforms.local")
+
+
+@dataclass
+class LocalState:
+    """What `up` started; enough for `down` to stop it and for clients to reach it."""
+
+    profile: str
+    pid: int
+    sid: int
+    temp_dir: str
+    dashboard_url: str
+    token: str
+    endpoint_base: str
+    source_root: str
+    log_path: str
+
+    @classmethod
+    def path_for(cls, profile: str) -> Path:
+        return state_dir() / f"{profile}.json"
+
+    def save(self) -> None:
+        path = self.path_for(self.profile)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.chmod(0o600)  # holds the dashboard token
+        tmp.replace(path)
+
+    @classmethod
+    def read(cls, profile: str) -> LocalState | None:
+        path = cls.path_for(profile)
+        try:
+            return cls(**json.loads(path.read_text()))
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError) as e:
+            raise BringUpError(f"{path}: unreadable state ({e}); delete it after stopping Ray by hand") from e
+
+    def client(self) -> ServeClient:
+        return ServeClient(self.dashboard_url, self.token)
+
+
+def _session_processes(sid: int, temp_dir: str) -> list[psutil.Process]:
+    """Live processes of our head: same session id, or naming our private temp dir."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        if proc.pid == os.getpid() or proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        try:
+            same_session = os.getsid(proc.pid) == sid
+        except OSError:
+            continue
+        if same_session or temp_dir in " ".join(proc.info["cmdline"] or ()):
+            found.append(proc)
+    return found
+
+
+def is_alive(state: LocalState) -> bool:
+    return bool(_session_processes(state.sid, state.temp_dir))
+
+
+def _port_owner(port: int, host: str = "127.0.0.1") -> str | None:
+    """None when `port` can be bound; else who holds it, as far as we can tell."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+            return None
+        except OSError:
+            pass
+    for conn in psutil.net_connections("inet"):
+        if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+            try:
+                return f"pid {conn.pid} ({' '.join(psutil.Process(conn.pid).cmdline())[:80]})"
+            except psutil.Error:
+                return f"pid {conn.pid}"
+    return "another process"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _check_ports(profile: Profile) -> None:
+    wanted = {
+        "serve.http_port": profile.serve.http_port,
+        "ray.gcs_port": profile.ray.gcs_port,
+        "ray.dashboard_port": profile.ray.dashboard_port,
+    }
+    busy = [f"{key} {port} is in use by {owner}" for key, port in wanted.items() if (owner := _port_owner(port))]
+    if busy:
+        raise BringUpError(
+            "cannot start: " + "; ".join(busy) + f". Free the port(s) or change them in {profile.source} "
+            "(or pass --port for the HTTP port)."
+        )
+
+
+def _ray_executable() -> str:
+    beside = Path(sys.executable).parent / "ray"
+    found = str(beside) if beside.exists() else shutil.which("ray")
+    if not found:
+        raise BringUpError("the `ray` command is missing; install the project (`pip install -e .`)")
+    return found
+
+
+def start_head(profile: Profile, source_root: Path) -> LocalState:
+    """Start a Ray head in its own session; return once the dashboard answers.
+
+    Not `--block`: that mode tears the whole head down when any helper process exits, and Ray's
+    client server does exit when node registration is slow on a loaded machine. Without it the
+    head's processes outlive `ray start` in our session, which is how `stop` finds them.
+    """
+    _check_ports(profile)
+    temp_dir = f"/tmp/dogbooth-ray-{os.getuid()}-{profile.ray.gcs_port}"  # short: socket paths are capped
+    token = secrets.token_hex(16)
+    argv = [
+        _ray_executable(), "start", "--head", "--disable-usage-stats",
+        f"--port={profile.ray.gcs_port}", "--node-ip-address=127.0.0.1",
+        "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={profile.ray.dashboard_port}", f"--temp-dir={temp_dir}",
+        # Fixed defaults (10001, 52365) would collide with a second Ray on this machine.
+        f"--ray-client-server-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
+    ]  # fmt: skip
+    if profile.ray.num_cpus:
+        argv.append(f"--num-cpus={profile.ray.num_cpus}")
+    env = dict(os.environ)
+    env.update(
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN=token,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(source_root), env.get("PYTHONPATH")])),
+    )
+    log_path = state_dir() / f"{profile.name}.ray.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log.info("$ %s", " ".join(argv))
+    with open(log_path, "w") as out:
+        # Ray workers put their cwd first on sys.path, ahead of PYTHONPATH: it must be the source root.
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=source_root, start_new_session=True
+        )
+    state = LocalState(
+        profile=profile.name, pid=proc.pid, sid=proc.pid, temp_dir=temp_dir,
+        dashboard_url=f"http://127.0.0.1:{profile.ray.dashboard_port}", token=token,
+        endpoint_base=f"http://127.0.0.1:{profile.serve.http_port}", source_root=str(source_root),
+        log_path=str(log_path),
+    )  # fmt: skip
+    state.save()
+    client = state.client()
+    deadline = time.monotonic() + 180
+    while not client.dashboard_up():
+        failed = proc.poll() not in (None, 0)
+        if failed or time.monotonic() > deadline:
+            stop(state)
+            tail = "\n".join(log_path.read_text().splitlines()[-25:])
+            raise BringUpError(f"the Ray head did not start (log {log_path}):\n{tail}")
+        time.sleep(0.5)
+    log.info("Ray head up: dashboard %s (token in %s)", state.dashboard_url, LocalState.path_for(profile.name))
+    return state
+
+
+def stop(state: LocalState, grace_s: float = 15, *, keep_logs: bool = False) -> int:
+    """Stop every process of this head: SIGTERM, then SIGKILL after `grace_s`. Returns how many."""
+    procs = _session_processes(state.sid, state.temp_dir)
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.send_signal(signal.SIGTERM)
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(alive, timeout=5)
+    leftover = _session_processes(state.sid, state.temp_dir)
+    if leftover:
+        raise BringUpError(f"processes survived SIGKILL: {[p.pid for p in leftover]}")
+    if not keep_logs:
+        shutil.rmtree(state.temp_dir, ignore_errors=True)
+    LocalState.path_for(state.profile).unlink(missing_ok=True)
+    return len(procs)
+
+
+def deploy(state: LocalState, profile: Profile, *, timeout_s: float = 300) -> str:
+    """Deploy the profile's Serve config with the source tree's revision and wait until it serves it."""
+    revision = code_revision(Path(state.source_root) / "services")
+    client = state.client()
+    client.deploy(serve_config(profile, revision))
+    client.wait_running(timeout_s=timeout_s, log_hint=state.temp_dir)
+    client.wait_ready(state.endpoint_base, revision, timeout_s=timeout_s)
+    return revision
+
+
+def up(profile: Profile, *, source_root: Path = REPO_ROOT, timeout_s: float = 300) -> str:
+    """Bring the profile up (or update it in place) and return the /imagine URL once /readyz is 200."""
+    state = LocalState.read(profile.name)
+    if state is not None and not is_alive(state):
+        log.info("clearing state of a head that is no longer running")
+        stop(state)
+        state = None
+    if state is not None and Path(state.source_root) != source_root:
+        raise BringUpError(f"profile {profile.name} is already up from {state.source_root}; run `nox -s down` first")
+    fresh = state is None
+    if state is None:
+        state = start_head(profile, source_root)
+    try:
+        revision = deploy(state, profile, timeout_s=timeout_s)
+    except BaseException:
+        log.error("bring-up failed; Ray logs are under %s/session_latest/logs", state.temp_dir)
+        if fresh:  # leave nothing behind that this call started; an existing stack stays as it was
+            with contextlib.suppress(BringUpError):
+                stop(state, keep_logs=True)
+        raise
+    log.info("serving code revision %s", revision)
+    return f"{state.endpoint_base}/imagine"
+
+
+def down(profile_name: str) -> bool:
+    """Stop what `up` or `dev` started for this profile. Idempotent: False when nothing was running."""
+    state = LocalState.read(profile_name)
+    if state is None:
+        log.info("nothing of ours is running for profile %s", profile_name)
+        return False
+    count = stop(state)
+    log.info("stopped %d process(es) of profile %s", count, profile_name)
+    return True

@@ -1,0 +1,247 @@
+"""The add-on Helm releases each profile gets, with pinned chart versions, in install order.
+
+The order matters: the AWS Load Balancer Controller must run before ingress-nginx asks for an NLB
+(and must outlive it on teardown, or the NLB is stranded); monitoring brings the ServiceMonitor
+CRD the operator's metrics use; KubeRay's CRDs must exist before our chart's RayService.
+
+What is not a Helm release on eks: the EBS CSI driver and the Pod Identity agent are EKS add-ons in
+the eksctl ClusterConfig (AWS patches them with the cluster), and the IAM role of the Load Balancer
+Controller is an eksctl pod identity association (or IRSA service account). See docs/eks.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from dogbooth.core.names import KUBERAY_NAMESPACE, NAMESPACE
+from dogbooth.render import argo, jupyterhub
+from dogbooth.render.clusterconfig import GPU_NODE_LABEL, LB_CONTROLLER_SA
+from dogbooth.settings.cluster import ClusterSettings, EksSettings, KindSettings, eks_target
+from dogbooth.settings.profiles import Profile
+
+KUBERAY_VERSION = "1.7.0"
+INGRESS_NAMESPACE = "ingress-nginx"
+INGRESS_CLASS = "nginx"
+MONITORING_NAMESPACE = "monitoring"
+
+# Filled in at install time from the step that looked it up (cluster.py), shown as-is in dry runs.
+VPC_ID = "${vpc_id}"
+
+
+@dataclass(frozen=True)
+class Release:
+    """One Helm release: `chart` from `repo` at `version`, installed as `name` into `namespace`."""
+
+    name: str
+    namespace: str
+    chart: str
+    repo: str
+    version: str
+    values: dict[str, Any] = field(default_factory=dict)
+    owns_load_balancer: bool = False  # its Services hold cloud load balancers: uninstall before the cluster
+    phase: str = "addons"  # where it sits in a plan: platform, monitoring, operator, gpu, ingress
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "namespace": self.namespace,
+            "chart": self.chart,
+            "repo": self.repo,
+            "version": self.version,
+            "values": self.values,
+        }
+
+
+def _lb_controller(profile: Profile, cluster: ClusterSettings) -> Release | None:
+    if cluster.eks is None:
+        return None
+    target = eks_target(cluster.eks)
+    namespace, sa = LB_CONTROLLER_SA
+    values = {
+        "clusterName": target.name,
+        "region": target.region,
+        "vpcId": VPC_ID,  # given, not discovered: node IMDS may be closed to pods
+        "serviceAccount": {"create": False, "name": sa},  # eksctl made it, bound to the IAM role
+        "replicaCount": 2,
+        "nodeSelector": {"dogbooth.io/pool": "system"},
+    }
+    return Release(
+        "aws-load-balancer-controller",
+        namespace,
+        "aws-load-balancer-controller",
+        "https://aws.github.io/eks-charts",
+        "1.17.1",
+        values,
+        phase="platform",
+    )
+
+
+def _monitoring(profile: Profile, cluster: ClusterSettings) -> Release | None:
+    if not cluster.addons.monitoring:
+        return None
+    nil_uses_helm = {
+        "serviceMonitorSelectorNilUsesHelmValues": False,
+        "podMonitorSelectorNilUsesHelmValues": False,
+    }
+    values = {
+        # Scrape every ServiceMonitor/PodMonitor, not only those labelled with this release.
+        "prometheus": {"prometheusSpec": {**nil_uses_helm, "retention": "7d"}},
+        "grafana": {"service": {"type": "ClusterIP"}},  # port-forward only, like the Ray dashboard
+        "alertmanager": {"enabled": False},
+    }
+    return Release(
+        "kube-prometheus-stack",
+        MONITORING_NAMESPACE,
+        "kube-prometheus-stack",
+        "https://prometheus-community.github.io/helm-charts",
+        "85.1.3",
+        values,
+        phase="monitoring",
+    )
+
+
+def _kuberay(profile: Profile, cluster: ClusterSettings) -> Release:
+    values: dict[str, Any] = {
+        "image": {"tag": f"v{KUBERAY_VERSION}"},  # the chart's default tag is `nightly`
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "256Mi"},
+            "limits": {"cpu": "500m", "memory": "512Mi"},
+        },
+        "metrics": {"serviceMonitor": {"enabled": cluster.addons.monitoring}},
+    }
+    if cluster.eks is not None:
+        values["nodeSelector"] = {"dogbooth.io/pool": "system"}
+    # CRDs come from the chart's crds/ directory: Helm creates them server-side, which the
+    # RayService CRD needs (it is too large for the last-applied annotation of `kubectl apply`).
+    return Release(
+        "kuberay-operator",
+        KUBERAY_NAMESPACE,
+        "kuberay-operator",
+        "https://ray-project.github.io/kuberay-helm/",
+        KUBERAY_VERSION,
+        values,
+        phase="operator",
+    )
+
+
+def _device_plugin(profile: Profile, cluster: ClusterSettings) -> Release | None:
+    if profile.serve.deployment.num_gpus <= 0:
+        return None
+    values: dict[str, Any] = {
+        "gfd": {"enabled": True},  # GPU feature discovery: nvidia.com/gpu.product etc. node labels
+        # NFD must run on the tainted GPU nodes to label them, or the plugin's affinity never matches.
+        "nfd": {"worker": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]}},
+    }
+    if cluster.kind is not None:
+        # nvkind style: the runtime exists only on the GPU worker, behind the `nvidia` RuntimeClass.
+        values["runtimeClassName"] = "nvidia"
+        values["nodeSelector"] = {GPU_NODE_LABEL: "true"}
+    return Release(
+        "nvidia-device-plugin",
+        "nvidia-device-plugin",
+        "nvidia-device-plugin",
+        "https://nvidia.github.io/k8s-device-plugin",
+        "0.17.4",
+        values,
+        phase="gpu",
+    )
+
+
+def _ingress_values_kind(kind: KindSettings) -> dict[str, Any]:
+    return {
+        "controller": {
+            # containerPort 80/443 of the control-plane node are what the kind config maps to the host.
+            "hostPort": {"enabled": True, "ports": {"http": 80, "https": 443}},
+            "nodeSelector": {"ingress-ready": "true", "kubernetes.io/os": "linux"},
+            "tolerations": [
+                {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"}
+            ],
+            "service": {"type": "NodePort"},  # no cloud LB on kind; the hostPorts carry the traffic
+            "publishService": {"enabled": False},
+            "extraArgs": {"publish-status-address": "localhost"},  # so the Ingress shows an address
+            "updateStrategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 1},
+            },  # hostPorts clash
+            "ingressClassResource": {"name": INGRESS_CLASS},
+        }
+    }
+
+
+def _ingress_values_eks(eks: EksSettings, internal: bool) -> dict[str, Any]:
+    annotations = {
+        # Handled by the AWS Load Balancer Controller (not the legacy in-tree provider): an NLB
+        # with IP targets, internal unless the profile says otherwise.
+        "service.beta.kubernetes.io/aws-load-balancer-type": "external",
+        "service.beta.kubernetes.io/aws-load-balancer-nlb-target-type": "ip",
+        "service.beta.kubernetes.io/aws-load-balancer-scheme": "internal" if internal else "internet-facing",
+    }
+    return {
+        "controller": {
+            "replicaCount": 2,
+            "service": {"type": "LoadBalancer", "annotations": annotations},
+            "nodeSelector": {"dogbooth.io/pool": "system"},
+            "ingressClassResource": {"name": INGRESS_CLASS},
+            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+        }
+    }
+
+
+def _ingress(profile: Profile, cluster: ClusterSettings) -> Release:
+    if cluster.kind is not None:
+        values, owns_lb = _ingress_values_kind(cluster.kind), False
+    elif cluster.eks is not None:
+        values, owns_lb = _ingress_values_eks(cluster.eks, cluster.addons.ingress_internal), True
+    else:
+        raise ValueError(f"profile {profile.name}: cluster has neither a kind nor an eks section")
+    return Release(
+        "ingress-nginx",
+        INGRESS_NAMESPACE,
+        "ingress-nginx",
+        "https://kubernetes.github.io/ingress-nginx",
+        "4.14.1",
+        values,
+        owns_load_balancer=owns_lb,
+        phase="ingress",
+    )
+
+
+def _argo_workflows(profile: Profile, cluster: ClusterSettings) -> Release | None:
+    if not cluster.addons.argo_workflows:
+        return None
+    namespace = profile.chart.namespace if profile.chart else NAMESPACE
+    system = {"dogbooth.io/pool": "system"} if cluster.eks is not None else {}
+    values = argo.argo_release_values(profile, namespace, system)
+    return Release("argo-workflows", argo.ARGO_NAMESPACE, "argo-workflows",
+                   "https://argoproj.github.io/argo-helm", argo.ARGO_CHART_VERSION, values)  # fmt: skip
+
+
+def _jupyterhub(profile: Profile, cluster: ClusterSettings) -> Release | None:
+    if jupyterhub.settings(profile) is None:
+        return None
+    values = jupyterhub.values(profile)
+    owns_lb = values["proxy"]["service"]["type"] == "LoadBalancer"
+    return Release("jupyterhub", jupyterhub.NAMESPACE, "jupyterhub", "https://hub.jupyter.org/helm-chart/",
+                   jupyterhub.CHART_VERSION, values, owns_load_balancer=owns_lb)  # fmt: skip
+
+
+# Install order: JupyterHub and Argo Workflows after the operator, before ingress-nginx.
+_BUILDERS: tuple[Callable[[Profile, ClusterSettings], Release | None], ...] = (
+    _lb_controller,
+    _monitoring,
+    _kuberay,
+    _device_plugin,
+    _argo_workflows,
+    _jupyterhub,
+    _ingress,
+)
+
+
+def releases_for(profile: Profile) -> list[Release]:
+    """The add-on releases of a kind or eks profile, in install order ([] for local)."""
+    if profile.cluster is None or profile.platform == "local":
+        return []
+    releases = (build(profile, profile.cluster) for build in _BUILDERS)
+    return [r for r in releases if r is not None]

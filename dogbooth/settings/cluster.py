@@ -1,0 +1,180 @@
+"""The `cluster:` section of a profile: where the cluster runs and which add-ons it gets.
+
+kind profiles fill `cluster.kind`, the eks profile fills `cluster.eks`; `cluster.addons` holds the
+optional add-on switches shared by both. The ctlptl config, the eksctl ClusterConfig and the add-on
+release list are all generated from these models (dogbooth/render/clusterconfig.py, dogbooth/render/releases.py).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from dogbooth.core.errors import ProfileError
+from dogbooth.core.model import Strict
+from dogbooth.core.names import DNS_LABEL
+
+_KIND_NAME_MAX = 40  # kind cluster and ctlptl registry names become container and context names
+
+
+class KindSettings(Strict):
+    """A kind cluster created by ctlptl, with ctlptl's local registry wired in."""
+
+    cluster_name: str = Field("dogbooth", description="kind cluster name; the kube context is kind-<name>")
+    kubernetes_version: str = Field("v1.33.1", pattern=r"^v\d+\.\d+\.\d+$", description="kindest/node version")
+    registry_name: str = Field("ctlptl-registry", description="ctlptl registry container; Tilt pushes here")
+    registry_port: int = Field(5005, ge=1024, le=65535, description="host port of the registry")
+    listen_address: str = Field("127.0.0.1", description="host address the ingress ports bind to")
+    ingress_http_port: int = Field(8080, ge=1, le=65535, description="host port -> ingress-nginx :80")
+    ingress_https_port: int = Field(8443, ge=1, le=65535, description="host port -> ingress-nginx :443")
+    gpu: bool = Field(False, description="pass the host's NVIDIA GPUs into a worker node (nvkind style)")
+
+    @field_validator("cluster_name", "registry_name")
+    @classmethod
+    def _dns_label(cls, v: str) -> str:
+        if len(v) > _KIND_NAME_MAX or not re.match(DNS_LABEL, v):
+            raise ValueError("must be lower-case letters, digits and '-', at most 40 characters")
+        return v
+
+    @property
+    def context(self) -> str:
+        return f"kind-{self.cluster_name}"
+
+
+class NodeGroup(Strict):
+    name: str
+    instance_type: str
+    min_size: int = Field(1, ge=0)
+    max_size: int = Field(2, ge=1)
+    desired_size: int = Field(1, ge=0)
+    volume_size_gb: int = Field(100, ge=20, description="root volume; images and the model cache live here")
+
+    @model_validator(mode="after")
+    def _sizes(self) -> NodeGroup:
+        if not self.min_size <= self.desired_size <= self.max_size:
+            raise ValueError("need min_size <= desired_size <= max_size")
+        return self
+
+
+class Taint(Strict):
+    key: str = "nvidia.com/gpu"
+    value: str = "true"
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
+
+
+class GpuNodeGroup(NodeGroup):
+    """G5 (A10G, 24 GB) nodes: only pods that tolerate the taint and request nvidia.com/gpu land here."""
+
+    name: str = "gpu-g5"
+    instance_type: str = Field("g5.xlarge", pattern=r"^g5\.(\d+)?xlarge$", description="g5.xlarge .. g5.48xlarge")
+    min_size: int = Field(0, ge=0, description="0 lets the group scale to nothing when idle")
+    desired_size: int = Field(1, ge=0)
+    max_size: int = Field(2, ge=1)
+    ami_family: Literal["AmazonLinux2023"] = Field(
+        "AmazonLinux2023", description="eksctl picks the AL2023 NVIDIA variant for GPU instance types"
+    )
+    taint: Taint = Taint()
+
+
+class EksSettings(Strict):
+    """An EKS cluster made by eksctl from the ClusterConfig generated in dogbooth/render/clusterconfig.py."""
+
+    name: str = Field("dogbooth", description="cluster name; env DOGBOOTH_EKS_CLUSTER overrides")
+    region: str | None = Field(
+        None, description="AWS region; env DOGBOOTH_EKS_REGION overrides, AWS_REGION fills it when null"
+    )
+    kubernetes_version: str = Field("1.33", pattern=r"^1\.\d+$")
+    system_nodegroup: NodeGroup = NodeGroup(
+        name="system", instance_type="m6i.xlarge", min_size=2, desired_size=2, max_size=3, volume_size_gb=50
+    )
+    gpu_nodegroup: GpuNodeGroup = GpuNodeGroup()
+    ecr_repository: str = Field("dogbooth/serve", pattern=r"^[a-z0-9]+([._/-][a-z0-9]+)*$")
+    lb_controller_iam: Literal["pod-identity", "irsa"] = Field(
+        "pod-identity", description="how the AWS Load Balancer Controller gets its IAM role"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _cluster_name(cls, v: str) -> str:
+        if not re.match(r"^[a-zA-Z][-a-zA-Z0-9]{0,99}$", v):
+            raise ValueError("EKS names start with a letter and hold letters, digits and '-'")
+        return v
+
+
+class JupyterHubSettings(Strict):
+    """The JupyterHub add-on (z2jh chart); values made in dogbooth/render/jupyterhub.py, see docs/jupyterhub.md."""
+
+    enabled: bool = Field(False, description="install JupyterHub with the dogbooth notebook")
+    auth: Literal["native", "github"] = Field(
+        "native", description="native: NativeAuthenticator (sign-up + admin approval); github: GitHub OAuth"
+    )
+    github_org: str | None = Field(None, description="auth github: only members of this org may log in")
+    image: str = Field(
+        "quay.io/jupyter/pytorch-notebook:pytorch-2.5.1",
+        pattern=r"^[^:@\s]+:[^:\s]+$",
+        description="single-user image (repository:tag, pinned); a cuda12-* tag for GPU profiles",
+    )
+    pip_spec: str | None = Field(None, description="pip requirement that installs dogbooth in the notebook")
+    gpu: bool = Field(False, description="single-user servers get nvidia.com/gpu: 1 and the GPU toleration")
+    storage_size: str = Field("10Gi", pattern=r"^\d+(Mi|Gi|Ti)$", description="per-user home volume")
+    storage_class: str | None = Field(None, description="null = the cluster default")
+    load_balancer: Literal["internal", "internet-facing", "none"] = Field(
+        "internal", description="eks: the hub's proxy Service as an internal or public NLB; none = ClusterIP"
+    )
+
+    @model_validator(mode="after")
+    def _auth_complete(self) -> JupyterHubSettings:
+        if self.auth == "github" and not self.github_org:
+            raise ValueError("auth github needs github_org: without it any GitHub account could log in")
+        return self
+
+
+class Addons(Strict):
+    """Optional add-ons."""
+
+    monitoring: bool = Field(False, description="kube-prometheus-stack, so Serve metrics are scraped")
+    ingress_internal: bool = Field(True, description="eks: the ingress NLB is internal (VPC only)")
+    argo_workflows: bool = Field(False, description="Argo Workflows + the dogbooth-finetune WorkflowTemplate")
+    jupyterhub: JupyterHubSettings = Field(default_factory=JupyterHubSettings)
+
+
+class ClusterSettings(Strict):
+    kind: KindSettings | None = None
+    eks: EksSettings | None = None
+    addons: Addons = Addons()
+
+
+def check_platform(platform: str, cluster: ClusterSettings | None) -> None:
+    """ValueError (reported with the profile's file and key) when `cluster:` does not fit the platform."""
+    if platform == "local":
+        if cluster is not None and (cluster.kind or cluster.eks):
+            raise ValueError("platform local takes no cluster.kind or cluster.eks section")
+        return
+    section = getattr(cluster, platform, None) if cluster else None
+    if section is None:
+        raise ValueError(f"platform {platform} needs a cluster.{platform} section")
+    other = "eks" if platform == "kind" else "kind"
+    if getattr(cluster, other, None) is not None:
+        raise ValueError(f"platform {platform} cannot also have a cluster.{other} section")
+
+
+class EksTarget(Strict):
+    """The concrete cluster a command acts on: profile settings with the environment applied."""
+
+    name: str
+    region: str
+
+
+def eks_target(settings: EksSettings, env: Mapping[str, str] | None = None) -> EksTarget:
+    """Name and region: DOGBOOTH_EKS_* env first, then the profile, then AWS_REGION / AWS_DEFAULT_REGION."""
+    env = os.environ if env is None else env
+    region = env.get("DOGBOOTH_EKS_REGION") or settings.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    if not region:
+        raise ProfileError(
+            "cluster.eks.region: no region; set it in the profile or export DOGBOOTH_EKS_REGION or AWS_REGION"
+        )
+    return EksTarget(name=env.get("DOGBOOTH_EKS_CLUSTER") or settings.name, region=region)
