@@ -7,10 +7,10 @@ resuming exact without saving RNG state.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from training.recipe import DreamBoothRecipe
+from training.errors import TrainingError
+from training.state import CachedImages, LossInputs
 
 _STRIDE = 1_000_003  # a prime: (seed, step) pairs never collide for any realistic run length
 
@@ -45,48 +45,49 @@ def _sample_latents(cache: Any, indices: list[int], gen: Any, scaling: float) ->
     return (mean + std * torch.randn(mean.shape, generator=gen)) * scaling
 
 
-def _embeddings(recipe: DreamBoothRecipe, cached: Any, ids: Any, n: int) -> Any:
-    if cached is not None:
-        return cached.expand(n, -1, -1).to(recipe.device)
-    text_encoder = recipe.trainables[1]
-    return text_encoder(ids.expand(n, -1).to(recipe.device))[0]
+def _embeddings(inputs: LossInputs, images: CachedImages, n: int) -> Any:
+    if images.embeds is not None:
+        return images.embeds.expand(n, -1, -1).to(inputs.device)
+    text_encoder = inputs.modules.text_encoder
+    if text_encoder is None:  # the recipe caches embeddings exactly when the text encoder is frozen
+        raise TrainingError("no cached prompt embeddings and no text encoder to compute them")
+    return text_encoder(images.ids.expand(n, -1).to(inputs.device))[0]
 
 
-def diffusion_loss(recipe: DreamBoothRecipe, micro_step: int) -> Any:
+def diffusion_loss(inputs: LossInputs, micro_step: int) -> Any:
     """Noise-prediction MSE on instance images, plus the weighted prior loss on class images."""
     import torch
     import torch.nn.functional as F
 
-    cfg = recipe.cfg
-    seed, batch = cfg.train.seed, cfg.train.batch_size
+    seed, batch = inputs.seed, inputs.batch_size
     gen = _generator(seed, micro_step, 0)
-    scaling = recipe.pipe.vae.config.scaling_factor
-    inst = epoch_indices(recipe.instance_latents.shape[1], batch, micro_step, seed)
-    latents = [_sample_latents(recipe.instance_latents, inst, gen, scaling)]
-    embeds = [_embeddings(recipe, recipe.instance_embeds, recipe.instance_ids, batch)]
-    if recipe.class_latents is not None:
-        cls = epoch_indices(recipe.class_latents.shape[1], batch, micro_step, seed + 1)
-        latents.append(_sample_latents(recipe.class_latents, cls, gen, scaling))
-        embeds.append(_embeddings(recipe, recipe.class_embeds, recipe.class_ids, batch))
+    scaling = inputs.vae_scaling
+    instance, prior = inputs.instance, inputs.prior
+    inst = epoch_indices(instance.latents.shape[1], batch, micro_step, seed)
+    latents = [_sample_latents(instance.latents, inst, gen, scaling)]
+    embeds = [_embeddings(inputs, instance, batch)]
+    if prior is not None:
+        cls = epoch_indices(prior.latents.shape[1], batch, micro_step, seed + 1)
+        latents.append(_sample_latents(prior.latents, cls, gen, scaling))
+        embeds.append(_embeddings(inputs, prior, batch))
     x0 = torch.cat(latents)
     noise = torch.randn(x0.shape, generator=gen)
-    steps = torch.randint(0, recipe.noise_scheduler.config.num_train_timesteps, (x0.shape[0],), generator=gen)
-    scheduler = recipe.noise_scheduler
+    steps = torch.randint(0, inputs.noise_scheduler.config.num_train_timesteps, (x0.shape[0],), generator=gen)
+    scheduler = inputs.noise_scheduler
     noisy = scheduler.add_noise(x0, noise, steps)
     v_prediction = scheduler.config.prediction_type == "v_prediction"
     target = scheduler.get_velocity(x0, noise, steps) if v_prediction else noise
-    device = recipe.device
-    unet = recipe.trainables[0]
-    with recipe.accelerator.autocast():
-        prediction = unet(
-            noisy.to(device, dtype=recipe.weight_dtype),
+    device = inputs.device
+    with inputs.modules.autocast():
+        prediction = inputs.modules.unet(
+            noisy.to(device, dtype=inputs.weight_dtype),
             steps.to(device),
-            torch.cat(embeds).to(dtype=recipe.weight_dtype),
+            torch.cat(embeds).to(dtype=inputs.weight_dtype),
         ).sample
     target = target.to(device)
-    if recipe.class_latents is None:
+    if prior is None:
         return F.mse_loss(prediction.float(), target.float())
     pred_inst, pred_prior = prediction.float().chunk(2)
     target_inst, target_prior = target.float().chunk(2)
-    prior = F.mse_loss(pred_prior, target_prior)
-    return F.mse_loss(pred_inst, target_inst) + cfg.prior.loss_weight * prior
+    prior_loss = F.mse_loss(pred_prior, target_prior)
+    return F.mse_loss(pred_inst, target_inst) + inputs.prior_loss_weight * prior_loss

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from services.models import TRAINING_MANIFEST, parse_model_ref
-from training.config import ExportConfig
+from training.config import ExportConfig, RecipeConfig
 from training.errors import TrainingError
 
 if TYPE_CHECKING:
-    from training.recipe import DreamBoothRecipe, TrainResult
+    from training.state import TrainedModules, TrainResult
 
 log = logging.getLogger("dogbooth.training.export")
 
@@ -50,8 +50,7 @@ def _base_reference(ref: str) -> str:
     return parsed.name if parsed.kind == "local" else str(parsed)
 
 
-def manifest(recipe: DreamBoothRecipe, result: TrainResult) -> dict[str, Any]:
-    cfg = recipe.cfg
+def manifest(cfg: RecipeConfig, result: TrainResult) -> dict[str, Any]:
     prompts: dict[str, Any] = {
         "instance": cfg.data.instance_prompt,
         "validation": list(cfg.validation.prompts),
@@ -72,25 +71,24 @@ def manifest(recipe: DreamBoothRecipe, result: TrainResult) -> dict[str, Any]:
     }
 
 
-def _save_lora(recipe: DreamBoothRecipe, directory: Path) -> None:
+def _save_lora(modules: TrainedModules, directory: Path) -> None:
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
-    unwrap = recipe.accelerator.unwrap_model
+    unwrap = modules.unwrap
     layers: dict[str, Any] = {
-        "unet_lora_layers": convert_state_dict_to_diffusers(get_peft_model_state_dict(unwrap(recipe.trainables[0])))
+        "unet_lora_layers": convert_state_dict_to_diffusers(get_peft_model_state_dict(unwrap(modules.unet)))
     }
-    if recipe.cfg.model.train_text_encoder:
-        text_state = get_peft_model_state_dict(unwrap(recipe.trainables[1]))
+    if modules.text_encoder is not None:
+        text_state = get_peft_model_state_dict(unwrap(modules.text_encoder))
         layers["text_encoder_lora_layers"] = convert_state_dict_to_diffusers(text_state)
     StableDiffusionPipeline.save_lora_weights(str(directory), safe_serialization=True, **layers)
 
 
-def _save_full(recipe: DreamBoothRecipe, directory: Path) -> None:
+def _save_full(pipe: Any, directory: Path) -> None:
     import torch
 
-    pipe = recipe.pipe
     for name in ("vae", "text_encoder"):  # frozen parts may sit in fp16 on a GPU; export full precision
         module = getattr(pipe, name)
         if module.dtype != torch.float32:
@@ -98,24 +96,26 @@ def _save_full(recipe: DreamBoothRecipe, directory: Path) -> None:
     pipe.save_pretrained(str(directory), safe_serialization=True)
 
 
-def write_export(recipe: DreamBoothRecipe, result: TrainResult) -> Path:
-    """Write the export for `result` to `recipe.output_dir` atomically and push it when configured."""
-    target = recipe.output_dir
+def write_export(target: Path, cfg: RecipeConfig, result: TrainResult, *, pipe: Any, modules: TrainedModules) -> Path:
+    """Write the export for `result` to `target` atomically and push it when configured.
+
+    A LoRA export saves the adapters of `modules`; a full one saves all of `pipe`.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-export-", dir=target.parent))
     try:
-        if recipe.cfg.model.method == "lora":
-            _save_lora(recipe, staging)
+        if cfg.model.method == "lora":
+            _save_lora(modules, staging)
         else:
-            _save_full(recipe, staging)
-        data = manifest(recipe, result)
+            _save_full(pipe, staging)
+        data = manifest(cfg, result)
         (staging / TRAINING_MANIFEST).write_text(json.dumps(data, indent=2) + "\n")
         _swap_in(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    log.info("export (%s) written to %s", recipe.cfg.model.method, target)
-    if recipe.cfg.export.hub_repo:
-        push_to_hub(target, recipe.cfg.export)
+    log.info("export (%s) written to %s", cfg.model.method, target)
+    if cfg.export.hub_repo:
+        push_to_hub(target, cfg.export)
     return target
 
 

@@ -12,7 +12,6 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +22,13 @@ from training.checkpoints import work_dir_for
 from training.config import RecipeConfig
 from training.data import generate_class_images, load_folder, to_tensor, write_synthetic_dataset
 from training.errors import CheckpointError, TrainingError
+from training.state import CachedImages, LossInputs, TrainedModules, TrainResult
 from training.validation import save_grid
 
 log = logging.getLogger("dogbooth.training")
 
 LORA_UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 LORA_TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    steps: int
-    losses: list[float]
-    seconds_per_step: float
-    resumed_from: int
 
 
 class DreamBoothRecipe:
@@ -60,6 +52,7 @@ class DreamBoothRecipe:
         self._setup_model()
         self._setup_data()
         self._setup_optimizer()
+        self._share_state()
         self._resume()
 
     def _setup_accelerator(self) -> None:
@@ -165,9 +158,8 @@ class DreamBoothRecipe:
 
     def _setup_data(self) -> None:
         d, t, p = self.cfg.data, self.cfg.train, self.cfg.prior
-        self.instance_latents = self._encode_images(self.instance_images)
-        self.instance_embeds, self.instance_ids = self._encode_prompt(d.instance_prompt)
-        self.class_latents = None
+        self.instance = self._encode(self.instance_images, d.instance_prompt)
+        self.prior: CachedImages | None = None
         if p.enabled:
             class_dir = Path(p.class_dir).expanduser() if p.class_dir else self.work_dir / "class-images"
             self.pipe.set_progress_bar_config(disable=True)
@@ -183,8 +175,12 @@ class DreamBoothRecipe:
                 device=str(self.device),
             )
             classes = load_folder(class_dir, t.resolution, center_crop=d.center_crop)[: p.num_class_images]
-            self.class_latents = self._encode_images(classes)
-            self.class_embeds, self.class_ids = self._encode_prompt(p.class_prompt)
+            self.prior = self._encode(classes, p.class_prompt)
+
+    def _encode(self, images: list[Any], prompt: str) -> CachedImages:
+        latents = self._encode_images(images)
+        embeds, ids = self._encode_prompt(prompt)
+        return CachedImages(latents=latents, ids=ids, embeds=embeds)
 
     def _encode_images(self, images: list[Any]) -> Any:
         """The VAE posterior (mean, std) of each image, and of its mirror when flips are on; computed once."""
@@ -242,6 +238,28 @@ class DreamBoothRecipe:
         self.optimizer, self.lr_schedule = prepared[-2], prepared[-1]
         self.params = params
         checkpoints.save_trainable_only(self.accelerator)
+
+    def _share_state(self) -> None:
+        """What loss, validation and export see of the run; after `prepare`, which may wrap the modules."""
+        t = self.cfg.train
+        self.modules = TrainedModules(
+            unet=self.trainables[0],
+            text_encoder=self.trainables[1] if self.cfg.model.train_text_encoder else None,
+            unwrap=self.accelerator.unwrap_model,
+            autocast=self.accelerator.autocast,
+        )
+        self.loss_inputs = LossInputs(
+            modules=self.modules,
+            noise_scheduler=self.noise_scheduler,
+            vae_scaling=self.pipe.vae.config.scaling_factor,
+            instance=self.instance,
+            prior=self.prior,
+            device=self.device,
+            weight_dtype=self.weight_dtype,
+            seed=t.seed,
+            batch_size=t.batch_size,
+            prior_loss_weight=self.cfg.prior.loss_weight,
+        )
 
     def _adam_class(self) -> Any:
         import torch
@@ -325,7 +343,8 @@ class DreamBoothRecipe:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.lr_schedule.get_last_lr()[0]:.2e}")
             if self.step % v.every_n_steps == 0 or self.step == t.max_train_steps:
-                save_grid(self, self.work_dir / "validation" / f"step-{self.step:06d}.png")
+                grid_path = self.work_dir / "validation" / f"step-{self.step:06d}.png"
+                save_grid(self.pipe, self.modules, self.cfg, grid_path)
             if self.step % c.every_n_steps == 0 and self.step < t.max_train_steps:
                 self.save_checkpoint()
         bar.close()
@@ -350,7 +369,7 @@ class DreamBoothRecipe:
         return total / accumulation
 
     def _loss(self, micro_step: int) -> Any:
-        return diffusion_loss(self, micro_step)
+        return diffusion_loss(self.loss_inputs, micro_step)
 
     def save_checkpoint(self) -> Path:
         path = checkpoints.save(
@@ -365,7 +384,7 @@ class DreamBoothRecipe:
         return path
 
     def export(self, result: TrainResult) -> Path:
-        return export.write_export(self, result)
+        return export.write_export(self.output_dir, self.cfg, result, pipe=self.pipe, modules=self.modules)
 
     def cleanup(self) -> None:
         import torch

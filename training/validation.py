@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from training.config import RecipeConfig
-    from training.recipe import DreamBoothRecipe
+    from training.state import TrainedModules
 
 log = logging.getLogger("dogbooth.training.validation")
 
@@ -50,17 +50,16 @@ def validation_images(pipe: Any, cfg: RecipeConfig) -> list[Any]:
     return images
 
 
-def save_grid(recipe: DreamBoothRecipe, path: Path) -> Path:
-    """The validation images of the recipe's current weights as one grid PNG."""
-    pipe = recipe.pipe
+def save_grid(pipe: Any, modules: TrainedModules, cfg: RecipeConfig, path: Path) -> Path:
+    """The validation images of the pipeline's current weights (`modules` being trained) as one grid PNG."""
     pipe.set_progress_bar_config(disable=True)
-    for module in recipe.trainables:
+    for module in modules.all():
         module.eval()
     try:
-        with recipe.accelerator.autocast():
-            images = validation_images(pipe, recipe.cfg)
+        with modules.autocast():
+            images = validation_images(pipe, cfg)
     finally:
-        for module in recipe.trainables:
+        for module in modules.all():
             module.train()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
