@@ -1,6 +1,6 @@
 """The serve image in Amazon ECR: repository, login, build and push, skipped when the tag is there.
 
-Tags are immutable and derived from the image's inputs (dogbooth.platforms.kind.source_hash), so an
+Tags are immutable and derived from the image's inputs (dogbooth.platforms.kubesteps.source_hash), so an
 unchanged tree never rebuilds, and a pushed tag always means the same image.
 """
 

@@ -19,6 +19,7 @@ from dogbooth.platforms import plan as p
 from dogbooth.platforms.helm import KubeTarget
 from dogbooth.render import jupyterhub
 from dogbooth.render.chart import CHART_DIR, RELEASE_NAME, chart_values, settings
+from dogbooth.render.image import DOCKERFILE, image_files
 from dogbooth.render.jupyterhub import ADMIN_SECRET, ADMIN_SECRET_KEY, NAMESPACE
 from dogbooth.render.releases import Release, releases_for
 from dogbooth.settings.cluster import EksSettings, KindSettings, eks_target
@@ -26,7 +27,6 @@ from dogbooth.settings.profiles import Profile
 
 log = logging.getLogger("dogbooth.platforms")
 
-DOCKERFILE = REPO_ROOT / "services" / "Dockerfile"
 READY_TIMEOUT_S = {"kind": 20 * 60, "eks": 40 * 60}  # first pulls: a ~10 GB CUDA image, ~5 GB of weights
 LB_TIMEOUT_S = 15 * 60
 LB_TAG = "elbv2.k8s.aws/cluster"  # the AWS Load Balancer Controller tags every LB it makes with it
@@ -56,23 +56,11 @@ def eks_settings(profile: Profile) -> EksSettings:
     return profile.cluster.eks
 
 
-# What the serve image is built from (services/Dockerfile.dockerignore lets exactly these in).
-IMAGE_INPUTS = (
-    "pyproject.toml",
-    "constraints.txt",
-    "services/Dockerfile",
-    "dogbooth/**/*.py",
-    "services/**/*.py",
-)
-
-
 def source_hash(root: Path = REPO_ROOT) -> str:
-    """Content hash of the image's inputs: same inputs, same tag, so a re-run pushes nothing."""
+    """Content hash of every file the image copies: same inputs, same tag, so a re-run pushes nothing."""
     digest = hashlib.sha256()
-    files = {path for pattern in IMAGE_INPUTS for path in root.glob(pattern) if path.is_file()}
-    for path in sorted(files):
-        if "__pycache__" not in path.parts:
-            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    for path in image_files(root):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:10]
 
 

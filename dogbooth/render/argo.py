@@ -56,6 +56,8 @@ def workflow_values(profile: Profile) -> dict[str, Any]:
             {
                 "config": profile.training_config or "training/configs/local.yaml",
                 "threshold": str(default_threshold(DEFAULT_SCORER)),
+                "scorer": DEFAULT_SCORER,
+                "outputName": MODEL_NAME,
                 "gpus": w.gpus,
                 "resources": w.resources.model_dump(),
                 "tolerations": [t.model_dump(exclude_none=True) for t in w.tolerations],
