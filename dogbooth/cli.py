@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -12,15 +13,15 @@ from typing import Any
 
 from dogbooth.commands import bench
 from dogbooth.commands.pipeline import command
-from dogbooth.commands.reliability import ReliabilityError, report, runner
+from dogbooth.commands.reliability import ReliabilityError, runner
 from dogbooth.commands.train import add_args, train
 from dogbooth.core.errors import DogboothError
 from dogbooth.core.paths import REPO_ROOT
 from dogbooth.platforms import devloop, dispatch, local
-from dogbooth.render import chart, k8svalidate
+from dogbooth.render import chart, k8svalidate, tilt
 from dogbooth.settings import profiles
 from dogbooth.settings.profiles import Profile
-from loadtest import run, slo
+from loadtest import run
 from loadtest.mix import SHAPE_NAMES
 
 log = logging.getLogger("dogbooth")
@@ -104,6 +105,13 @@ def cmd_render(a: argparse.Namespace) -> None:
         print(path, flush=True)
 
 
+def cmd_tilt_config(a: argparse.Namespace) -> None:
+    profile = load_profile(a.profile, model=a.model, port=a.port)
+    if profile.platform != "kind":
+        raise DogboothError(f"tilt-config: profile {profile.name} is platform {profile.platform}; Tilt runs on kind")
+    print(json.dumps(tilt.tilt_config(profile), indent=1), flush=True)
+
+
 def cmd_train(a: argparse.Namespace) -> None:
 
     train(load_profile(a.profile, port=a.port), a)
@@ -154,14 +162,14 @@ def cmd_loadtest(a: argparse.Namespace) -> None:
 
 
 def _loadtest_args(p: argparse.ArgumentParser) -> None:
-
+    d = run.Options  # the defaults live on the options dataclass, once
     p.add_argument("--host", help="test this endpoint (http://host:port) instead of bringing --profile up")
-    p.add_argument("--users", type=int, default=4, help="concurrent simulated users (default 4)")
-    p.add_argument("--spawn-rate", type=float, default=4, help="users started per second (default 4)")
-    p.add_argument("--run-time", default="30s", help="how long: 30s, 2m, 1h30m (default 30s)")
-    p.add_argument("--report-dir", type=Path, default=run.Options.report_dir, help="where the report goes")
-    p.add_argument("--shape", default="steady", choices=SHAPE_NAMES, help="load shape (loadtest/shapes.py)")
-    p.add_argument("--slo", type=Path, default=slo.SLO_FILE, help="SLO file (default loadtest/slo.yaml)")
+    p.add_argument("--users", type=int, default=d.users, help="concurrent simulated users (default %(default)s)")
+    p.add_argument("--spawn-rate", type=float, default=d.spawn_rate, help="users started per second (%(default)s)")
+    p.add_argument("--run-time", default=d.run_time, help="how long: 30s, 2m, 1h30m (default %(default)s)")
+    p.add_argument("--report-dir", type=Path, default=d.report_dir, help="where the report goes")
+    p.add_argument("--shape", default=d.shape, choices=SHAPE_NAMES, help="load shape (loadtest/shapes.py)")
+    p.add_argument("--slo", type=Path, default=d.slo_file, help="SLO file (default loadtest/slo.yaml)")
     p.add_argument("--slo-p95-ms", type=float, help="override the p95 budget (ms)")
     p.add_argument("--slo-error-rate", type=float, help="override the error-rate budget (0..1)")
 
@@ -171,9 +179,10 @@ def cmd_bench(a: argparse.Namespace) -> None:
 
 
 def _bench_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--models", default="tiny,small", help="generated models, comma-separated (tiny,small)")
-    p.add_argument("--duration", type=float, default=15, help="seconds per throughput measurement (15)")
-    p.add_argument("--report-dir", type=Path, default=REPO_ROOT / "reports" / "bench", help="summary.json")
+    d = bench.BenchOptions
+    p.add_argument("--models", default=d.models, help="generated models, comma-separated (%(default)s)")
+    p.add_argument("--duration", type=float, default=d.duration_s, help="seconds per throughput run (%(default)s)")
+    p.add_argument("--report-dir", type=Path, default=d.report_dir, help="summary.json goes here")
 
 
 def cmd_reliability(a: argparse.Namespace) -> None:
@@ -188,11 +197,12 @@ def cmd_reliability(a: argparse.Namespace) -> None:
 
 
 def _reliability_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--report-dir", type=Path, default=runner.DEFAULT_REPORT_DIR, help="summary.json/.md here")
-    p.add_argument("--fuzz-cases", type=int, default=1000, help="generated requests to send (default 1000)")
-    p.add_argument("--overload-s", type=float, default=60, help="seconds of overload (default 60)")
-    p.add_argument("--phases", default=",".join(report.PHASES), help="comma-separated subset to run")
-    p.add_argument("--seed", type=int, default=0, help="Hypothesis seed of the fuzzing")
+    d = runner.Options
+    p.add_argument("--report-dir", type=Path, default=d.report_dir, help="summary.json/.md here")
+    p.add_argument("--fuzz-cases", type=int, default=d.fuzz_cases, help="generated requests (default %(default)s)")
+    p.add_argument("--overload-s", type=float, default=d.overload_s, help="seconds of overload (default %(default)s)")
+    p.add_argument("--phases", default=",".join(d.phases), help="comma-separated subset to run")
+    p.add_argument("--seed", type=int, default=d.seed, help="Hypothesis seed of the fuzzing")
 
 
 EXTRA_ARGS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
@@ -215,6 +225,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str]] = {
     "dev": (cmd_dev, "foreground dev loop with hot reload of services/"),
     "cloud": (cmd_cloud, "up on EKS (default profile eks): eksctl, ECR image, add-ons, chart"),
     "render": (cmd_render, "render charts/dogbooth for a profile into --output, plus releases.yaml"),
+    "tilt-config": (cmd_tilt_config, "what the Tiltfile builds, deploys, syncs and forwards, as JSON"),
     "train": (cmd_train, "DreamBooth fine-tune here (local) or as a cluster Job; --model is the base"),
     "pipeline": (cmd_pipeline, "fine-tune pipeline: prepare, train, validate, gate, deploy (local or Argo)"),
     "loadtest": (cmd_loadtest, "Locust load test of /imagine with report, plot and SLO gate (loadtest/)"),
