@@ -12,5 +12,6 @@ KUBERAY_NAMESPACE = "kuberay-system"  # where kuberay-operator runs; it alone ma
 SERVE_PORT = 8000  # Ray Serve's HTTP proxy
 DASHBOARD_PORT = 8265  # Ray's dashboard and its Serve REST API (it can run code: never exposed)
 MODEL_NAME = "dogbooth-model"  # the default name of a fine-tune's export
+GPU_NODE_LABEL = "nvidia.com/gpu.present"  # on GPU nodes: the kind-gpu worker, the eks GPU nodegroup
 # An RFC 1123 DNS label (Kubernetes names): lower-case letters, digits and '-', alphanumeric at both ends.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"

@@ -27,6 +27,7 @@ from dogbooth.platforms.kubesteps import (
     wait_steps,
 )
 from dogbooth.render import clusterconfig as cc
+from dogbooth.render import eksctl
 from dogbooth.render.chart import CHART_DIR, RELEASE_NAME, settings
 from dogbooth.render.releases import releases_for
 from dogbooth.settings.cluster import EksTarget, eks_target
@@ -84,7 +85,7 @@ def _kubeconfig_step(profile: Profile, t: EksTarget, only_if: str | None = None)
 
 
 def _cluster_steps(profile: Profile, t: EksTarget) -> list[p.Step]:
-    config = cc.to_yaml(cc.eksctl_config(eks_settings(profile), t))
+    config = cc.to_yaml(eksctl.eksctl_config(eks_settings(profile), t))
     whoami = ["aws", "sts", "get-caller-identity", "--query", "Account", "--output", "text"]
     vpc = [
         "aws",
@@ -166,7 +167,7 @@ def up(profile: Profile) -> p.Plan:
         str(kube_target(profile).kubeconfig),
         "apply",
         "-f",
-        str(cc.GP3_STORAGE_CLASS.relative_to(REPO_ROOT)),
+        str(eksctl.GP3_STORAGE_CLASS.relative_to(REPO_ROOT)),
     ]
     releases = releases_for(profile)
     platform = [r for r in releases if r.phase == "platform"]

@@ -3,8 +3,8 @@
 - `ctlptl_config`: a ctlptl Registry plus a kind Cluster whose control-plane maps the ingress
   ports to the host (ingress-nginx binds them as hostPorts) and, for kind-gpu, a worker node that
   gets the host's GPUs the way NVIDIA's nvkind does it.
-- `eksctl_config`: an eksctl ClusterConfig with a CPU system nodegroup, a tainted G5 nodegroup on
-  the AL2023 NVIDIA AMI, the EBS CSI driver add-on and IAM for the AWS Load Balancer Controller.
+- `snapshot`: what deploy/ shows for a profile, the ctlptl config above or the eksctl
+  ClusterConfig of dogbooth/render/eksctl.py.
 
 deploy/ holds the static pieces (the GPU node script, the RuntimeClass, the gp3 StorageClass)
 and snapshots of what these functions produce, kept equal to them by tests/test_plans.py.
@@ -16,20 +16,19 @@ from typing import Any
 
 import yaml
 
+from dogbooth.core.names import GPU_NODE_LABEL
 from dogbooth.core.paths import REPO_ROOT
+from dogbooth.render.eksctl import eksctl_config
 from dogbooth.settings import profiles
-from dogbooth.settings.cluster import EksSettings, EksTarget, KindSettings, NodeGroup, eks_target
+from dogbooth.settings.cluster import KindSettings, eks_target
 
 DEPLOY_DIR = REPO_ROOT / "deploy"
 GPU_NODE_SCRIPT = DEPLOY_DIR / "kind" / "gpu-node-setup.sh"
 NVIDIA_RUNTIME_CLASS = DEPLOY_DIR / "kind" / "nvidia-runtimeclass.yaml"
-GP3_STORAGE_CLASS = DEPLOY_DIR / "eks" / "storageclass-gp3.yaml"
 
 # nvkind's trick: with `accept-nvidia-visible-devices-as-volume-mounts = true` on the host, the
 # nvidia runtime injects every GPU into a container that has this path mounted.
 NVIDIA_ALL_DEVICES_MOUNT = {"hostPath": "/dev/null", "containerPath": "/var/run/nvidia-container-devices/all"}
-GPU_NODE_LABEL = "nvidia.com/gpu.present"
-LB_CONTROLLER_SA = ("kube-system", "aws-load-balancer-controller")
 
 
 def kind_cluster_name(kind: KindSettings) -> str:
@@ -81,75 +80,6 @@ def ctlptl_config(kind: KindSettings) -> list[dict[str, Any]]:
         "kindV1Alpha4Cluster": {"nodes": nodes},
     }
     return [registry, cluster]
-
-
-def _nodegroup(group: NodeGroup, labels: dict[str, str]) -> dict[str, Any]:
-    return {
-        "name": group.name,
-        "instanceType": group.instance_type,
-        "amiFamily": "AmazonLinux2023",
-        "minSize": group.min_size,
-        "desiredCapacity": group.desired_size,
-        "maxSize": group.max_size,
-        "volumeSize": group.volume_size_gb,
-        "volumeType": "gp3",
-        "privateNetworking": True,  # nodes get no public IPs; the NLB and NAT carry traffic
-        "labels": labels,
-    }
-
-
-def _lb_controller_iam(eks: EksSettings) -> dict[str, Any]:
-    namespace, name = LB_CONTROLLER_SA
-    if eks.lb_controller_iam == "pod-identity":
-        return {
-            "podIdentityAssociations": [
-                {
-                    "namespace": namespace,
-                    "serviceAccountName": name,
-                    "createServiceAccount": True,
-                    "wellKnownPolicies": {"awsLoadBalancerController": True},
-                }
-            ]
-        }
-    return {
-        "withOIDC": True,
-        "serviceAccounts": [
-            {
-                "metadata": {"name": name, "namespace": namespace},
-                "wellKnownPolicies": {"awsLoadBalancerController": True},
-            }
-        ],
-    }
-
-
-def _addons(eks: EksSettings) -> list[dict[str, Any]]:
-    ebs: dict[str, Any] = {"name": "aws-ebs-csi-driver"}
-    if eks.lb_controller_iam == "pod-identity":
-        ebs["useDefaultPodIdentityAssociations"] = True
-        return [{"name": "eks-pod-identity-agent"}, ebs]
-    ebs["wellKnownPolicies"] = {"ebsCSIController": True}
-    return [ebs]
-
-
-def eksctl_config(eks: EksSettings, target: EksTarget) -> dict[str, Any]:
-    """The ClusterConfig for `eksctl create cluster -f`; name and region come from `target`."""
-    gpu = eks.gpu_nodegroup
-    gpu_group = _nodegroup(gpu, {"dogbooth.io/pool": "gpu", GPU_NODE_LABEL: "true"})
-    gpu_group["amiFamily"] = gpu.ami_family  # a GPU instance type makes eksctl pick the NVIDIA variant
-    gpu_group["taints"] = [gpu.taint.model_dump()]
-    return {
-        "apiVersion": "eksctl.io/v1alpha5",
-        "kind": "ClusterConfig",
-        "metadata": {
-            "name": target.name,
-            "region": target.region,
-            "version": eks.kubernetes_version,
-            "tags": {"app.kubernetes.io/part-of": "dogbooth"},
-        },
-        "iam": _lb_controller_iam(eks),
-        "addons": _addons(eks),
-        "managedNodeGroups": [_nodegroup(eks.system_nodegroup, {"dogbooth.io/pool": "system"}), gpu_group],
-    }
 
 
 def to_yaml(documents: list[dict[str, Any]] | dict[str, Any]) -> str:

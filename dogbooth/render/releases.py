@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dogbooth.core.names import KUBERAY_NAMESPACE, NAMESPACE
+from dogbooth.core.names import GPU_NODE_LABEL, KUBERAY_NAMESPACE, NAMESPACE
 from dogbooth.render import argo, jupyterhub
-from dogbooth.render.clusterconfig import GPU_NODE_LABEL, LB_CONTROLLER_SA
+from dogbooth.render.eksctl import LB_CONTROLLER_SA
 from dogbooth.settings.cluster import ClusterSettings, EksSettings, KindSettings, eks_target
 from dogbooth.settings.profiles import Profile
 
