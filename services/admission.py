@@ -194,5 +194,7 @@ class Admission:
             "waiting": len(self.waiting),
             "running": self.running is not None,
             "refused": self.refused,
+            # Seconds until the always_admit floor is back after a refusal (0: it is on).
+            "shedding_s": round(max(0.0, self.shedding_until - self.clock()), 3),
             "lone_ms": {"x".join(map(str, s)): round(m.lone() * 1000, 1) for s, m in self.models.items()},
         }

@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from services.admission import Admission, CostModel
+from services.admission import SHEDDING_HOLD_S, Admission, CostModel
 
 DEFAULT = (20, 7.5, 64, 64)
 BIG = (20, 7.5, 128, 128)  # 4x the pixels
@@ -134,7 +134,11 @@ def test_once_it_refuses_the_floor_is_off_for_a_while_but_an_idle_replica_always
     admission = Admission(2.5, 8, always_admit=4, clock=clock)
     admission.finish([(DEFAULT, 1, 0.3), (DEFAULT, 4, 1.2)])  # 0.3 s per image
     admission.start(["r1", "r2", "r3", "r4"], [DEFAULT] * 4)
+    assert admission.snapshot()["shedding_s"] == 0
     assert not admission.offer("x", DEFAULT).admit  # 1.2 s running + 0.3 > 0.75: overload begins
+    assert admission.snapshot()["shedding_s"] == SHEDDING_HOLD_S  # /readyz shows how long the floor is off
+    clock.now += 2
+    assert admission.snapshot()["shedding_s"] == SHEDDING_HOLD_S - 2
     admission.finish([(DEFAULT, 4, 1.2)])
     admission.start(["r5"], [BIG])  # 1.2 s
     assert not admission.offer("y", DEFAULT).admit  # one in the replica, under the floor of 4, yet refused

@@ -10,28 +10,43 @@ from services.batcher import Batcher
 
 
 class Model:
-    """Doubles its inputs; records the batches it saw; each call takes `seconds`."""
+    """Doubles its inputs and records the batches it saw. `gated`: each call waits for `release`."""
 
-    def __init__(self, seconds: float = 0.05, fail_on: int | None = None) -> None:
-        self.seconds = seconds
+    def __init__(self, fail_on: int | None = None, gated: bool = False) -> None:
         self.fail_on = fail_on
         self.batches: list[list[int]] = []
+        self.busy = asyncio.Event()  # set once a call has started
+        self.release = asyncio.Event()
+        if not gated:
+            self.release.set()
 
     async def __call__(self, values: list[int]) -> list[int]:
         self.batches.append(values)
-        await asyncio.sleep(self.seconds)
+        self.busy.set()
+        await self.release.wait()
         if self.fail_on in values:
             raise ValueError(f"bad input {self.fail_on}")
         return [2 * v for v in values]
 
 
+async def queued(batcher: Batcher[int, int], count: int) -> None:
+    """Until `count` submissions wait in the batcher's queue (each task needs a turn of the loop)."""
+    for _ in range(1000):
+        if batcher.queue.qsize() == count:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"{batcher.queue.qsize()} queued, expected {count}")
+
+
 def test_requests_arriving_while_the_model_is_busy_form_the_next_batch() -> None:
     async def scenario() -> tuple[list[int], Model]:
-        model = Model()
+        model = Model(gated=True)
         batcher = Batcher(model, max_batch_size=8, batch_wait_timeout_s=0.001)
         first = asyncio.create_task(batcher.submit(0))
-        await asyncio.sleep(0.01)  # the model is now busy with [0]
+        await model.busy.wait()  # the model is now busy with [0]
         later = [asyncio.create_task(batcher.submit(v)) for v in range(1, 6)]
+        await queued(batcher, 5)
+        model.release.set()
         return [await first, *await asyncio.gather(*later)], model
 
     results, model = asyncio.run(scenario())
@@ -41,27 +56,32 @@ def test_requests_arriving_while_the_model_is_busy_form_the_next_batch() -> None
 
 def test_batches_never_exceed_the_maximum() -> None:
     async def scenario() -> Model:
-        model = Model(seconds=0.01)
+        model = Model(gated=True)
         batcher = Batcher(model, max_batch_size=3, batch_wait_timeout_s=0.0)
-        await asyncio.gather(*(batcher.submit(v) for v in range(10)))
+        first = asyncio.create_task(batcher.submit(0))
+        await model.busy.wait()
+        rest = [asyncio.create_task(batcher.submit(v)) for v in range(1, 10)]
+        await queued(batcher, 9)  # nine waiting: three full batches
+        model.release.set()
+        await asyncio.gather(first, *rest)
         return model
 
-    model = asyncio.run(scenario())
-    assert max(map(len, model.batches)) == 3
-    assert sorted(v for batch in model.batches for v in batch) == list(range(10))
+    assert asyncio.run(scenario()).batches == [[0], [1, 2, 3], [4, 5, 6], [7, 8, 9]]
 
 
 def test_a_caller_gone_before_its_batch_is_skipped() -> None:
     async def scenario() -> Model:
-        model = Model()
+        model = Model(gated=True)
         batcher = Batcher(model, max_batch_size=8, batch_wait_timeout_s=0.0)
         busy = asyncio.create_task(batcher.submit(0))
-        await asyncio.sleep(0.01)
+        await model.busy.wait()
         gone = asyncio.create_task(batcher.submit(1))
         kept = asyncio.create_task(batcher.submit(2))
-        await asyncio.sleep(0)
+        await queued(batcher, 2)
         gone.cancel()  # what Serve does on its request timeout or a client disconnect
+        model.release.set()
         assert await kept == 4 and await busy == 0
+        assert gone.cancelled()
         return model
 
     assert asyncio.run(scenario()).batches == [[0], [2]]

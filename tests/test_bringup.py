@@ -67,7 +67,28 @@ def test_cli_reports_profile_errors_without_a_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_dev_falls_back_to_local_and_says_why() -> None:
-    name, reason = devloop.choose_profile(which=lambda tool: None if tool in ("kind", "tilt") else None)
+KIND_CPU_TOOLS = {
+    "docker": "Docker version 27.3.1, build x",
+    "kind": "kind version 0.29.0",
+    "ctlptl": "v0.8.42, built 2025-06-01",
+    "kubectl": "Client Version: v1.33.1",
+    "helm": "v3.18.4+gd80839c",
+    "tilt": "v0.35.0, built 2025-05-01",
+}
+
+
+def test_dev_falls_back_to_local_and_says_why(tmp_path: Path) -> None:
+    """Real executables that print their version, found through `which`; two of them then go missing."""
+    paths = {}
+    for tool, version in KIND_CPU_TOOLS.items():
+        paths[tool] = tmp_path / tool
+        paths[tool].write_text(f'#!/bin/sh\necho "{version}"\n')
+        paths[tool].chmod(0o755)
+    assert devloop.choose_profile(which=lambda tool: str(paths[tool])) == (
+        "kind-cpu",
+        "docker, kind, ctlptl, kubectl, helm and tilt are all installed",
+    )
+    missing = ("kind", "tilt")
+    name, reason = devloop.choose_profile(which=lambda tool: None if tool in missing else str(paths[tool]))
     assert name == "local"
-    assert "kind" in reason and "tilt" in reason and "runs on this host" in reason
+    assert reason.startswith("kind, tilt missing or too old, so Ray runs on this host")

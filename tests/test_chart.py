@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import ast
 import copy
+import io
 import re
+import tokenize
 from pathlib import Path
 
 import pytest
@@ -255,15 +257,16 @@ def test_ray_version_is_pinned_once_across_image_chart_and_project() -> None:
 
 
 def test_tiltfile_is_short_and_live_updates_without_a_new_cluster() -> None:
+    """Tilt only wires: every name and port comes from `python -m dogbooth tilt-config` (the profile)."""
     tiltfile = (REPO_ROOT / "Tiltfile").read_text()
-    assert len(tiltfile.splitlines()) <= 60
-    ast.parse(tiltfile)  # Starlark is a Python subset: at least the syntax is checked here
-    assert "sync('services', '/home/ray/app/services')" in tiltfile  # the Dockerfile's copy of services/
-    assert "COPY --chown=1000:100 services ./services" in (REPO_ROOT / "services" / "Dockerfile").read_text()
-    assert "run('python -m dogbooth.platforms.reload'" in tiltfile
-    paths = re.findall(r"'(\{\.spec\.rayClusterConfig\.[^']+\})'", tiltfile)
-    assert paths == [
-        "{.spec.rayClusterConfig.headGroupSpec.template.spec.containers[*].image}",
-        "{.spec.rayClusterConfig.workerGroupSpecs[*].template.spec.containers[*].image}",
-    ]
-    assert tiltfile.count("'--address', '127.0.0.1'") == 1 and "'8265'" not in tiltfile
+    assert len([line for line in tiltfile.splitlines() if line.strip()]) <= 30
+    tokens = tokenize.generate_tokens(io.StringIO(tiltfile).readline)  # Starlark tokenizes as Python
+    code = tokenize.untokenize(t for t in tokens if t.type != tokenize.COMMENT)
+    assert "'tilt-config'" in code
+    assert re.findall(r"\b(8000|8265)\b", code) == []
+    # 'dogbooth' may name the Python module (`-m dogbooth`) and Tilt's UI label, never the namespace.
+    assert re.findall(r"['\"]dogbooth['\"]", re.sub(r"'-m', 'dogbooth'|labels=\['dogbooth'\]", "", code)) == []
+    live = [k.value for k in ast.walk(ast.parse(tiltfile)) if isinstance(k, ast.keyword) and k.arg == "live_update"]
+    assert len(live) == 1
+    calls = {c.func.id for c in ast.walk(live[0]) if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)}
+    assert {"sync", "run"} <= calls  # sync services/, then a new code revision: no new RayCluster

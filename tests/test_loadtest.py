@@ -213,13 +213,14 @@ def test_bench_arithmetic_and_goal_marks() -> None:
     """The bench's ratios, overhead and goal marks from given measurements (no timing in tests)."""
     from dogbooth.commands import bench
     from dogbooth.commands.benchload import LoadResult
+    from dogbooth.settings.profiles import Profile
 
     profile = bench.bench_profile(bench.CASES["small"])
-    d = profile.serve.deployment
     assert profile.serve.app.model == "small" and profile.serve.http_port != 8000
-    assert bench.saturating_concurrency(profile) == min(
-        2 * profile.serve.app.batching.max_batch_size, d.max_ongoing_requests + d.max_queued_requests
-    )
+    assert bench.saturating_concurrency(profile) == 16  # local.yaml: 2 batches of 8 < 16 ongoing + 32 queued
+    data = profile.model_dump()
+    data["serve"]["deployment"].update(num_replicas=2, max_ongoing_requests=8, max_queued_requests=4)
+    assert bench.saturating_concurrency(Profile.model_validate(data)) == 24  # 2 replicas x (8 + 4 admitted) < 2x8
     raw = {"images_per_s": 4.0, "best_batch_size": 4, "images_per_s_by_batch": {1: 2.0, 4: 4.0}}
     raw.update(p50_ms=100.0, threads=1)
     http = {

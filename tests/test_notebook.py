@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -46,4 +45,3 @@ def test_notebook_runs_headless_on_tiny(stack: Stack, tmp_path: Path, monkeypatc
     assert len(images) == 2, "the validation grid and the endpoint's image are both shown"
     assert f"served by {stack.profile.serve.app.model}" in texts
     assert (tmp_path / "model" / "dogbooth-training.json").is_file()
-    assert sys.executable  # the kernel ran this interpreter (see install above)

@@ -15,8 +15,9 @@ from dogbooth import cli
 from dogbooth.commands.pipeline import __main__ as step_cli
 from dogbooth.commands.pipeline import score, steps
 from dogbooth.platforms import local
-from dogbooth.settings import gate
+from dogbooth.settings import gate, profiles
 from training.data import synthetic_images
+from training.errors import DataError
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +70,9 @@ def test_bad_instance_data_fails_in_prepare(tmp_path: Path) -> None:
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "broken.png").write_bytes(b"not a png")
     params = steps.Params(training_config="local", output_dir=tmp_path / "model", instance_dir=tmp_path / "photos")
-    with pytest.raises(Exception, match="broken.png: unreadable image"):
+    with pytest.raises(DataError, match=r"photos/broken\.png: unreadable image \(.*\); remove or replace the file"):
         steps.prepare(params)
+    assert not (steps.pipeline_dir(tmp_path / "model") / "instance").exists()  # nothing staged
 
 
 def test_local_pipeline_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -78,19 +80,8 @@ def test_local_pipeline_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
     profile_path = make_test_profile(tmp_path, "pytest-pipeline")
     output = tmp_path / "model"
     try:
-        code = cli.main(
-            [
-                "pipeline",
-                "--profile",
-                str(profile_path),
-                "--steps",
-                "4",
-                "--output",
-                str(output),
-                "--threshold",
-                "-1",
-            ]
-        )
+        # The default gate (pixels: 0.2); tiny's noise scores ~0.26 (dogbooth/settings/gate.py).
+        code = cli.main(["pipeline", "--profile", str(profile_path), "--steps", "4", "--output", str(output)])
         out = capsys.readouterr().out
         assert code == 0, out
         assert [f"[{i}/5]" in out for i in range(1, 6)] == [True] * 5
@@ -107,6 +98,26 @@ def test_local_pipeline_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
         local.down("pytest-pipeline")
 
 
+def test_local_pipeline_below_the_threshold_deploys_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Scores are cosines, at most 1: a threshold of 1.5 must stop the run at the gate, before deploy."""
+    profile_path = make_test_profile(tmp_path, "pytest-pipeline-gate")
+    output = tmp_path / "model"
+    argv = ["pipeline", "--profile", str(profile_path), "--steps", "2", "--output", str(output)]
+    try:
+        code = cli.main([*argv, "--threshold", "1.5", "--no-compare-base"])
+        out, err = capsys.readouterr()
+        assert code == 1, out + err
+        score = json.loads((steps.pipeline_dir(output) / steps.REPORT).read_text())["score"]
+        assert f"error: validation score {score:.4f} is below the threshold 1.5000: not deploying" in err
+        assert "[4/5] gate" in out and "[5/5]" not in out and "endpoint:" not in out
+        assert local.LocalState.read("pytest-pipeline-gate") is None  # no Ray was started
+        port = profiles.load_file(profile_path).serve.http_port
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+    finally:
+        local.down("pytest-pipeline-gate")
+
+
 def test_step_cli_runs_the_workflow_steps_one_process_each(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """What the WorkflowTemplate's containers run, in the same order, sharing only the volume."""
     common = ["--config", "local", "--output", str(tmp_path / "models" / "m"), "--steps", "2", "--base-model", ""]
@@ -119,6 +130,6 @@ def test_step_cli_runs_the_workflow_steps_one_process_each(tmp_path: Path, capsy
     report = json.loads((steps.pipeline_dir(tmp_path / "models" / "m") / steps.REPORT).read_text())
     assert float(score_file.read_text()) == pytest.approx(report["score"], abs=1e-6)
     assert report["base_score"] is None and report["model"] == str(tmp_path / "models" / "m")
-    assert step_cli.main(["gate", "--score", score_file.read_text(), "--threshold", "0.2"]) == (
-        0 if report["score"] >= 0.2 else 1
-    )
+    assert report["score"] == pytest.approx(0.26, abs=0.04)  # tiny draws coloured noise (settings/gate.py)
+    assert step_cli.main(["gate", "--score", score_file.read_text(), "--threshold", "0.2"]) == 0
+    assert step_cli.main(["gate", "--score", score_file.read_text(), "--threshold", "0.5"]) == 1

@@ -14,7 +14,7 @@ from dogbooth.core.errors import BringUpError, ProfileError
 from dogbooth.core.paths import REPO_ROOT
 from dogbooth.core.tools import Runner
 from dogbooth.platforms import dispatch, eks, kube, kubesteps, plan
-from dogbooth.render import clusterconfig, releases
+from dogbooth.render import clusterconfig, eksctl, releases
 from dogbooth.settings import profiles
 from dogbooth.settings.cluster import EksSettings, eks_target
 
@@ -152,7 +152,7 @@ def test_kind_ports_match_the_ingress_host_ports(name: str) -> None:
 
 def test_eksctl_config_gpu_nodegroup() -> None:
     settings = EksSettings(region="eu-west-1")
-    config = clusterconfig.eksctl_config(settings, eks_target(settings, env={}))
+    config = eksctl.eksctl_config(settings, eks_target(settings, env={}))
     assert config["metadata"] == {
         "name": "dogbooth",
         "region": "eu-west-1",
@@ -166,9 +166,7 @@ def test_eksctl_config_gpu_nodegroup() -> None:
     assert {a["name"] for a in config["addons"]} == {"aws-ebs-csi-driver", "eks-pod-identity-agent"}
     association = config["iam"]["podIdentityAssociations"][0]
     assert association["wellKnownPolicies"] == {"awsLoadBalancerController": True}
-    irsa = clusterconfig.eksctl_config(
-        settings.model_copy(update={"lb_controller_iam": "irsa"}), eks_target(settings, env={})
-    )
+    irsa = eksctl.eksctl_config(settings.model_copy(update={"lb_controller_iam": "irsa"}), eks_target(settings, env={}))
     assert irsa["iam"]["withOIDC"] is True and "podIdentityAssociations" not in irsa["iam"]
 
 
@@ -303,9 +301,18 @@ def test_diagnose_names_what_is_stuck() -> None:
 
 
 def test_eks_plans_touch_nothing_while_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PATH", str(tmp_path))  # no aws, no eksctl: building must not call them
-    assert len(eks.up(profiles.load("eks")).steps) > 10
-    assert len(eks.down(profiles.load("eks")).steps) == 9  # + helm uninstall jupyterhub (an NLB owner)
+    calls = tmp_path / "calls"
+    for tool in ("aws", "eksctl", "kubectl", "helm", "docker"):  # each notes any call to it
+        (tmp_path / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> {calls}\n')
+        (tmp_path / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    up, down = eks.up(profiles.load("eks")), eks.down(profiles.load("eks"))
+    assert not calls.exists(), calls.read_text()
+    assert up.phases()[0] == "cluster" and "eksctl create cluster" in up.describe()
+    titles = _titles(down)
+    assert titles[0] == "does EKS cluster dogbooth exist in us-west-2?"  # the gate for every later step
+    assert titles.index("helm uninstall jupyterhub") < down.phases().index("lb-wait")  # an NLB owner goes first
+    assert titles[-1].startswith("delete the cluster")
 
 
 def test_http_wait_retries_until_200_and_reports_the_last_answer() -> None:

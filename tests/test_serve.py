@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -12,9 +12,11 @@ import requests
 from conftest import Stack
 from PIL import Image
 
+from dogbooth.core.polling import poll
 from services.admission import SHEDDING_HOLD_S
 
 PROMPT = "a photo of sks dog"
+SLOW = {"steps": 50, "width": 128, "height": 128}  # ~1 s on tiny, where a default image takes ~0.1 s
 
 
 def get(stack: Stack, **params: object) -> requests.Response:
@@ -130,15 +132,20 @@ def _ready(stack: Stack) -> dict[str, Any]:
     return requests.get(f"{stack.base_url}/readyz", timeout=10).json()
 
 
+def _until(stack: Stack, what: str, check: Callable[[dict[str, Any]], bool]) -> None:
+    """Poll /readyz until `check` holds for it; fail naming `what` after 60 s."""
+    poll(what, lambda: True if check(_ready(stack)) else None, timeout_s=60, interval_s=0.01)
+
+
 def test_requests_arriving_while_the_model_is_busy_share_the_next_batch(stack: Stack) -> None:
     before = _ready(stack)["batches"]
     with ThreadPoolExecutor(4) as pool:
-        slow = pool.submit(get, stack, prompt=PROMPT, seed=0, steps=40)  # ~2x a default image
-        deadline = time.monotonic() + 20
-        while not _ready(stack)["admission"]["running"] and time.monotonic() < deadline:
-            time.sleep(0.01)  # until it runs: the next three then queue behind it
-        rest = list(pool.map(lambda s: get(stack, prompt=f"{PROMPT} {s}", seed=s), range(1, 4)))
-    assert [r.status_code for r in (slow.result(), *rest)] == [200] * 4
+        slow = pool.submit(get, stack, prompt=PROMPT, seed=0, **SLOW)
+        _until(stack, "the slow request to run", lambda r: r["admission"]["running"])
+        rest = [pool.submit(get, stack, prompt=f"{PROMPT} {s}", seed=s) for s in range(1, 4)]
+        # All three wait while it runs: the batcher hands them to the model together when it is free.
+        _until(stack, "three requests waiting behind it", lambda r: r["admission"]["waiting"] == 3)
+        assert [f.result().status_code for f in (slow, *rest)] == [200] * 4
     after = _ready(stack)["batches"]
     assert (after["images"] - before["images"], after["batches"] - before["batches"]) == (4, 2)
 
@@ -158,11 +165,9 @@ def test_health_readiness_and_openapi(stack: Stack) -> None:
 def test_a_request_that_would_wait_too_long_gets_a_503_naming_the_bound(stack: Stack) -> None:
     """Runs last in this module: after a refusal the replica sheds bursts for a few seconds."""
     burst = stack.profile.serve.app.admission.always_admit
-    with ThreadPoolExecutor(burst + 1) as pool:
-        slow = [pool.submit(get, stack, prompt=PROMPT, seed=s, steps=50) for s in range(burst)]
-        deadline = time.monotonic() + 20
-        while _ready(stack)["admission"]["in_replica"] < burst and time.monotonic() < deadline:
-            time.sleep(0.02)  # until the whole burst is in the replica: ~2.5x a default image each
+    with ThreadPoolExecutor(burst) as pool:
+        slow = [pool.submit(get, stack, prompt=PROMPT, seed=s, **SLOW) for s in range(burst)]
+        _until(stack, f"all {burst} slow requests in the replica", lambda r: r["admission"]["in_replica"] == burst)
         late = get(stack, prompt=PROMPT, seed=99)
         assert [f.result().status_code for f in slow] == [200] * burst
     assert late.status_code == 503, late.text
@@ -170,5 +175,8 @@ def test_a_request_that_would_wait_too_long_gets_a_503_naming_the_bound(stack: S
     assert body["error"].startswith("overloaded: this request would finish in about")
     assert "x one image alone" in body["error"]
     assert int(late.headers["Retry-After"]) == body["retry_after_s"] >= 1
-    time.sleep(SHEDDING_HOLD_S)
-    assert get(stack, prompt=PROMPT, seed=1).status_code == 200
+    assert 0 < _ready(stack)["admission"]["shedding_s"] <= SHEDDING_HOLD_S  # the floor is off for a while
+    _until(stack, "the shedding hold to end", lambda r: r["admission"]["shedding_s"] == 0)
+    with ThreadPoolExecutor(burst) as pool:  # the always_admit floor is back: a burst that size is taken
+        again = list(pool.map(lambda s: get(stack, prompt=PROMPT, seed=s).status_code, range(burst)))
+    assert again == [200] * burst

@@ -36,13 +36,16 @@ def _snapshot(directory: Path) -> dict[str, float]:
 
 
 def watch(profile: Profile, source_root: Path, *, poll_s: float = 0.5,
-          stop: Callable[[], bool] = lambda: False) -> None:  # fmt: skip
-    """Redeploy on every change under `source_root/services` until `stop()` or Ctrl-C."""
+          stop: Callable[[], bool] = lambda: False, watching: Callable[[], None] = lambda: None) -> None:  # fmt: skip
+    """Redeploy on every change under `source_root/services` until `stop()` or Ctrl-C.
+
+    `watching()` is called once the baseline is taken: every change from then on is redeployed."""
     services = source_root / "services"
     state = local.LocalState.read(profile.name)
     if state is None:
         raise DogboothError(f"profile {profile.name} is not up")
     seen = _snapshot(services)
+    watching()
     while not stop():
         time.sleep(poll_s)
         current = _snapshot(services)
