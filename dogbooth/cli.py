@@ -17,7 +17,7 @@ from dogbooth.commands.reliability import ReliabilityError, runner
 from dogbooth.commands.train import add_args, train
 from dogbooth.core.errors import DogboothError
 from dogbooth.core.paths import REPO_ROOT
-from dogbooth.platforms import devloop, dispatch, local
+from dogbooth.platforms import devloop, dispatch, doctor, local
 from dogbooth.render import chart, k8svalidate, tilt
 from dogbooth.settings import profiles
 from dogbooth.settings.profiles import Profile
@@ -57,7 +57,8 @@ def _local_dry_run(command: str, profile: Profile) -> None:
 def cmd_up(a: argparse.Namespace) -> None:
     profile = load_profile(a.profile, model=a.model, port=a.port)
     if profile.platform != "local":
-        return _cluster("up", profile, a)
+        return _cluster("up", profile, a)  # the doctor runs first there, inside dispatch.run
+    doctor.preflight(profile, "up", dry_run=a.dry_run)
     if a.dry_run:
         return _local_dry_run("up", profile)
     endpoint = local.up(profile, source_root=a.source_root.resolve())
@@ -68,7 +69,7 @@ def cmd_cloud(a: argparse.Namespace) -> None:
     profile = load_profile(a.profile, model=a.model, port=a.port)
     if profile.platform != "eks":
         raise DogboothError(f"cloud: profile {profile.name} is platform {profile.platform}; cloud is for eks")
-    _cluster("up", profile, a)
+    _cluster("up", profile, a)  # the doctor (quota preflight included) runs first, inside dispatch.run
 
 
 def cmd_down(a: argparse.Namespace) -> None:
@@ -88,10 +89,21 @@ def cmd_dev(a: argparse.Namespace) -> None:
         print(f"dogbooth dev: profile {name} ({reason})", flush=True)
     profile = load_profile(name, model=a.model, port=a.port)
     if profile.platform != "local":
-        return _cluster("dev", profile, a)
+        return _cluster("dev", profile, a)  # the doctor runs first there, inside dispatch.run
+    doctor.preflight(profile, "dev", dry_run=a.dry_run)
     if a.dry_run:
         return _local_dry_run("dev", profile)
     devloop.run(profile, a.source_root.resolve())
+
+
+def cmd_doctor(a: argparse.Namespace) -> None:
+    profile = load_profile(a.profile, model=a.model, port=a.port)
+    doctor.report(profile, a.for_command or doctor.default_command(profile), listed=False)
+
+
+def _doctor_args(p: argparse.ArgumentParser) -> None:
+    what = "check for this command (default: dev on kind, which also needs tilt; up elsewhere)"
+    p.add_argument("--for", dest="for_command", choices=doctor.PREFLIGHT_COMMANDS, help=what)
 
 
 def cmd_render(a: argparse.Namespace) -> None:
@@ -213,6 +225,7 @@ EXTRA_ARGS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "down": _dry_run_arg,
     "dev": _dry_run_arg,
     "cloud": _dry_run_arg,
+    "doctor": _doctor_args,
     "render": _render_args,
     "train": _train_args,
     "pipeline": _pipeline_args,
@@ -224,6 +237,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str]] = {
     "down": (cmd_down, "stop what up or dev started for a profile (idempotent)"),
     "dev": (cmd_dev, "foreground dev loop with hot reload of services/"),
     "cloud": (cmd_cloud, "up on EKS (default profile eks): eksctl, ECR image, add-ons, chart"),
+    "doctor": (cmd_doctor, "check in seconds what a profile needs (tools, Docker, GPU driver, AWS quotas)"),
     "render": (cmd_render, "render charts/dogbooth for a profile into --output, plus releases.yaml"),
     "tilt-config": (cmd_tilt_config, "what the Tiltfile builds, deploys, syncs and forwards, as JSON"),
     "train": (cmd_train, "DreamBooth fine-tune here (local) or as a cluster Job; --model is the base"),

@@ -1,5 +1,6 @@
 """The one entry point for cluster profiles: build the plan of a command for kind or eks, then print
-it (dry run) or execute it. The caller never branches on the platform.
+it (dry run) or execute it. The caller never branches on the platform. `up` and `dev` run the
+doctor's preflight checks first (dogbooth/platforms/doctor.py); a dry run prints them before the plan.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from dogbooth.core import tools
 from dogbooth.core.errors import BringUpError, CommandFailed
 from dogbooth.core.paths import REPO_ROOT
 from dogbooth.core.tools import Runner
-from dogbooth.platforms import eks, kind
+from dogbooth.platforms import doctor, eks, kind
 from dogbooth.platforms import plan as p
 from dogbooth.platforms.kubesteps import kube_target, required_tools
 from dogbooth.settings.profiles import Profile
@@ -31,11 +32,15 @@ def build_plan(command: str, profile: Profile) -> p.Plan:
 def run(command: str, profile: Profile, *, dry_run: bool = False) -> str | None:
     """Print (dry run) or execute the plan; returns the /imagine URL after a successful up."""
     plan = build_plan(command, profile)
+    checked = command in doctor.PREFLIGHT_COMMANDS
+    if checked:  # the tools, Docker, GPU driver, AWS quotas... in seconds, before anything is created
+        doctor.preflight(profile, command, dry_run=dry_run)
     if dry_run:
         print(plan.describe(), flush=True)
         print("(dry run: nothing was changed)", flush=True)
         return None
-    tools.require(required_tools(profile.platform, command), purpose=f"`{command}` on profile {profile.name}")
+    if not checked:
+        tools.require(required_tools(profile.platform, command), purpose=f"`{command}` on profile {profile.name}")
     ctx = p.Context(profile, kube_target(profile), runner=Runner(cwd=REPO_ROOT))  # paths in plans are repo-relative
     try:
         plan.execute(ctx)
