@@ -51,6 +51,12 @@ def cloud(session: nox.Session) -> None:
 
 
 @nox.session(venv_backend="none")
+def doctor(session: nox.Session) -> None:
+    """Preflight in seconds, one ok/FIX row per check: `-- --profile kind-cpu`; exits 1 on any FIX."""
+    _dogbooth(session, "doctor")
+
+
+@nox.session(venv_backend="none")
 def render(session: nox.Session) -> None:
     """Render charts/dogbooth and releases.yaml: `-- --profile kind-cpu --output out/kind-cpu`."""
     _dogbooth(session, "render")
@@ -102,9 +108,13 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none", default=False)
 def lint(session: nox.Session) -> None:
-    """ruff (lint and format check), mypy, and the layer contracts (import-linter, pyproject.toml)."""
+    """ruff (lint and format check), mypy, the layer contracts (import-linter), the CI workflows' schema."""
     python = env_python(session.run)
     session.run(python, "-m", "ruff", "check", ".", external=True)
     session.run(python, "-m", "ruff", "format", "--check", ".", external=True)
     session.run(python, "-m", "mypy", external=True)
     session.run(str(Path(python).with_name("lint-imports")), "--no-cache", external=True)
+    workflows = sorted(str(p) for p in Path(__file__).resolve().parent.glob(".github/workflows/*.y*ml"))
+    session.run(
+        python, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows", *workflows, external=True
+    )
