@@ -22,6 +22,7 @@ from typing import Any
 
 import requests
 
+from dogbooth.commands.loadgen import bearer
 from dogbooth.core.errors import BringUpError, CommandFailed, DogboothError
 from dogbooth.core.paths import REPO_ROOT
 from dogbooth.platforms import local
@@ -85,15 +86,10 @@ def base_url(url: str) -> str:
     return url.removesuffix("/imagine")
 
 
-def _auth_headers() -> dict[str, str]:
-    key = os.environ.get("DOGBOOTH_API_KEY")
-    return {"Authorization": f"Bearer {key}"} if key else {}
-
-
 def probe(host: str) -> dict[str, Any] | None:
     """The target's /readyz answer, or None when it does not answer 200."""
     try:
-        r = requests.get(f"{host}/readyz", headers=_auth_headers(), timeout=5)
+        r = requests.get(f"{host}/readyz", headers=bearer(os.environ.get("DOGBOOTH_API_KEY")), timeout=5)
         return dict(r.json()) if r.ok else None
     except (requests.RequestException, ValueError):
         return None

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from conftest import Stack, start_stack
 
+from dogbooth.commands.loadgen import Outcome, percentile, status_counts
 from dogbooth.commands.reliability import (
     ReliabilityError,
     auth,
@@ -26,7 +27,6 @@ from dogbooth.commands.reliability import (
     runner,
     train_interrupt,
 )
-from dogbooth.commands.reliability.traffic import Outcome, percentile, status_counts
 from dogbooth.platforms import local
 from dogbooth.settings import profiles
 

@@ -19,10 +19,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
-from dogbooth.commands.benchload import LoadResult, one_user, saturate
-from dogbooth.core.errors import BringUpError, DogboothError
+from dogbooth.commands.benchload import LoadResult, PathFor, one_user, saturate
+from dogbooth.commands.loadgen import imagine_path
+from dogbooth.core.errors import DogboothError
 from dogbooth.core.paths import REPO_ROOT
 from dogbooth.platforms import local
 from dogbooth.render.serveconfig import REVISION_ENV, serve_config
@@ -152,18 +152,7 @@ def _baseline_config(profile: Profile, case: Case, revision: str) -> dict[str, A
     return config
 
 
-def _wait_app(state: local.LocalState, name: str, timeout_s: float = 300) -> None:
-    client, deadline = state.client(), time.monotonic() + timeout_s
-    while True:
-        app = client.applications().get(name, {})
-        if app.get("status") == "RUNNING":
-            return
-        if app.get("status") == "DEPLOY_FAILED" or time.monotonic() > deadline:
-            raise BringUpError(f"bench app {name}: {app.get('status')}: {app.get('message', '')[:1500]}")
-        time.sleep(0.5)
-
-
-def measure_http(base: str, path_for: Any, concurrency: int, opts: BenchOptions) -> tuple[LoadResult, LoadResult]:
+def measure_http(base: str, path_for: PathFor, concurrency: int, opts: BenchOptions) -> tuple[LoadResult, LoadResult]:
     """(one user, saturation). The warm-up requests also absorb the first-call costs."""
     one_user(base, path_for, requests=3)
     single = one_user(base, path_for, requests=opts.single_requests)
@@ -184,11 +173,11 @@ def served_and_baseline(case: Case, opts: BenchOptions) -> dict[str, Any]:
         base = state.endpoint_base
         concurrency = saturating_concurrency(profile)
         query = {"prompt": PROMPT, "img_size": case.side, "steps": case.steps}
-        served = measure_http(base, lambda i: f"/imagine?{urlencode({**query, 'seed': i})}", concurrency, opts)
+        served = measure_http(base, lambda i: imagine_path({**query, "seed": i}), concurrency, opts)
         log.info("served %s: %.2f images/s, p50 %.1f ms", case.model, served[1].images_per_s, served[0].p50_ms)
         state.client().deploy(_baseline_config(profile, case, revision))
-        _wait_app(state, BASELINE_APP)
-        path = f"/imagine?{urlencode({'prompt': PROMPT, 'img_size': case.side})}"
+        state.client().wait_running(timeout_s=300, log_hint=state.temp_dir, app_name=BASELINE_APP)
+        path = imagine_path({"prompt": PROMPT, "img_size": case.side})
         baseline = measure_http(base, lambda _: path, concurrency, opts)
         log.info(
             "baseline %s: %.2f images/s, p50 %.1f ms",

@@ -1,19 +1,21 @@
-"""The benchmark's HTTP load: closed-loop clients on keep-alive connections, as cheap as Python allows.
+"""The bench's figures from the shared load generator (dogbooth.commands.loadgen): images/s, failures
+and the median latency, for one user alone and for closed-loop clients that saturate the service.
 
-On a 2-core machine the load generator competes with the server for CPU, so it is plain threads
-and `http.client` (no gevent, no Locust): a request costs the client well under a millisecond.
+A request without any HTTP answer (refused connection, timeout) stops the bench: a figure from
+clients that could not reach the service would measure nothing.
 """
 
 from __future__ import annotations
 
-import http.client
+import asyncio
 import statistics
-import threading
-import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
+import aiohttp
+
+from dogbooth.commands import loadgen
+from dogbooth.commands.loadgen import Outcome
 from dogbooth.core.errors import DogboothError
 
 PathFor = Callable[[int], str]  # request number -> path with query
@@ -27,50 +29,38 @@ class LoadResult:
     p50_ms: float
 
 
-class _Client:
-    def __init__(self, base_url: str, timeout_s: float) -> None:
-        parts = urlsplit(base_url)
-        self.host, self.port, self.timeout = parts.hostname or "127.0.0.1", parts.port or 80, timeout_s
-        self.conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout_s)
+def _outcomes(
+    base_url: str, timeout_s: float, send: Callable[[aiohttp.ClientSession], Awaitable[list[Outcome]]]
+) -> list[Outcome]:
+    """Run `send` on a fresh session (a fresh event loop, as bench itself is synchronous)."""
 
-    def get(self, path: str) -> int:
-        """Status code of GET `path`; reconnects once when the server closed the connection."""
-        for attempt in (1, 2):
-            try:
-                self.conn.request("GET", path)
-                response = self.conn.getresponse()
-                response.read()
-                return response.status
-            except (http.client.HTTPException, ConnectionError):
-                self.conn.close()
-                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+    async def main() -> list[Outcome]:
+        async with loadgen.session(timeout_s) as client:
+            return await send(client)
 
-    def close(self) -> None:
-        self.conn.close()
+    outcomes = asyncio.run(main())
+    broken = [o for o in outcomes if o.status is None]
+    if broken:
+        raise DogboothError(f"{base_url}: load client failed: {broken[0].error} ({len(broken)} request(s))")
+    return outcomes
+
+
+def _result(counted: list[Outcome], seconds: float, none_ok: str) -> LoadResult:
+    """Images/s over `seconds` and the median latency of the successes; `none_ok` when there are none."""
+    latencies = [o.latency_s for o in counted if o.ok]
+    if not latencies:
+        raise DogboothError(none_ok)
+    # The median, not loadgen.percentile's nearest rank: the bench's p50 averages the middle two.
+    p50_ms = statistics.median(latencies) * 1000
+    return LoadResult(len(latencies) / seconds, len(latencies), len(counted) - len(latencies), p50_ms)
 
 
 def one_user(base_url: str, path_for: PathFor, *, requests: int, timeout_s: float = 120) -> LoadResult:
     """Sequential requests from one client: the latency a lone user sees (p50 of `requests`)."""
-    client = _Client(base_url, timeout_s)
-    latencies, failures = [], 0
-    started = time.perf_counter()
-    try:
-        for i in range(requests):
-            t0 = time.perf_counter()
-            status = client.get(path_for(i))
-            if status == 200:
-                latencies.append(time.perf_counter() - t0)
-            else:
-                failures += 1
-    finally:
-        client.close()
-    if not latencies:
-        raise DogboothError(f"{base_url}: every one of {requests} requests failed")
-    elapsed = time.perf_counter() - started
-    return LoadResult(len(latencies) / elapsed, len(latencies), failures, statistics.median(latencies) * 1000)
+    url_for = _urls(base_url, path_for)
+    outcomes = _outcomes(base_url, timeout_s, lambda client: loadgen.sequential(client, url_for, requests))
+    elapsed = max((o.done_s for o in outcomes), default=0.0)
+    return _result(outcomes, elapsed, f"{base_url}: every one of {requests} requests failed")
 
 
 def saturate(
@@ -83,40 +73,22 @@ def saturate(
     timeout_s: float = 120,
 ) -> LoadResult:
     """`concurrency` closed-loop clients; images/s counted only in the window after `warmup_s`."""
-    start = time.perf_counter()
-    window = (start + warmup_s, start + warmup_s + duration_s)
-    lock = threading.Lock()
-    latencies: list[float] = []
-    counts = {"ok": 0, "failed": 0, "next": 0}
-    errors: list[BaseException] = []
+    url_for = _urls(base_url, path_for)
 
-    def worker() -> None:
-        client = _Client(base_url, timeout_s)
-        try:
-            while time.perf_counter() < window[1]:
-                with lock:
-                    n = counts["next"]
-                    counts["next"] += 1
-                t0 = time.perf_counter()
-                status = client.get(path_for(n))
-                t1 = time.perf_counter()
-                if window[0] <= t1 <= window[1]:
-                    with lock:
-                        counts["ok" if status == 200 else "failed"] += 1
-                        if status == 200:
-                            latencies.append(t1 - t0)
-        except BaseException as e:  # reported below; a dead client must not pass silently
-            errors.append(e)
-        finally:
-            client.close()
+    async def clients(client: aiohttp.ClientSession) -> list[Outcome]:
+        # No pause after a 503 and no request cap: bench's client count stays within what the service
+        # admits (bench.saturating_concurrency), so a refusal is a failure to count, not back-pressure.
+        outcomes, _ = await loadgen.closed_loop(
+            client, url_for, users=concurrency, duration_s=warmup_s + duration_s, max_requests=None,
+            pause_after_refusal_s=0,
+        )  # fmt: skip
+        return outcomes
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=duration_s + warmup_s + timeout_s + 10)
-    if errors:
-        raise DogboothError(f"{base_url}: load client failed: {errors[0]!r}")
-    if not latencies:
-        raise DogboothError(f"{base_url}: no request completed in the {duration_s:g}s window")
-    return LoadResult(counts["ok"] / duration_s, counts["ok"], counts["failed"], statistics.median(latencies) * 1000)
+    # Only requests that finish inside the window count: those of the warm-up paid for first calls
+    # and a filling pipeline.
+    window = [o for o in _outcomes(base_url, timeout_s, clients) if warmup_s <= o.done_s <= warmup_s + duration_s]
+    return _result(window, duration_s, f"{base_url}: no request completed in the {duration_s:g}s window")
+
+
+def _urls(base_url: str, path_for: PathFor) -> loadgen.UrlFor:
+    return lambda i: base_url + path_for(i)

@@ -20,8 +20,13 @@ def poll(
     timeout_s: float,
     interval_s: float = 5,
     on_timeout: Callable[[], str] = lambda: "",
+    error: Callable[[str], Exception] = BringUpError,
 ) -> T:
-    """Call `check` until it returns something other than None; BringUpError after `timeout_s`."""
+    """Call `check` until it returns something other than None; `error` (BringUpError unless the caller
+    names its own kind, e.g. a training or pipeline error) after `timeout_s`.
+
+    `check` may raise to fail at once, for states that cannot turn good (a failed deploy, an exited
+    process); it may also report progress as it goes."""
     deadline = time.monotonic() + timeout_s
     last_note = 0.0
     while True:
@@ -31,9 +36,7 @@ def poll(
         now = time.monotonic()
         if now >= deadline:
             detail = on_timeout()
-            raise BringUpError(
-                f"timed out after {timeout_s:.0f}s waiting for {what}" + (f":\n{detail}" if detail else "")
-            )
+            raise error(f"timed out after {timeout_s:.0f}s waiting for {what}" + (f":\n{detail}" if detail else ""))
         if now - last_note > 60:
             log.info("waiting for %s (%.0fs left)", what, deadline - now)
             last_note = now

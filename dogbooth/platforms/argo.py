@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from typing import Any
 
+from dogbooth.core.polling import poll
 from dogbooth.core.tools import Runner, require
 from dogbooth.platforms.kubesteps import kube_target
 from dogbooth.render.argo import PipelineError
@@ -38,20 +38,21 @@ def _node_lines(status: dict[str, Any]) -> list[str]:
 
 def follow_workflow(runner: Any, kubectl: list[str], name: str, *, timeout_s: float, poll_s: float = 10) -> None:
     """Print step phases as they change; raise PipelineError when the Workflow fails or times out."""
-    deadline, shown = time.monotonic() + timeout_s, set()
-    while time.monotonic() < deadline:
+    shown: set[str] = set()
+
+    def finished() -> bool | None:
         status = json.loads(runner.run([*kubectl, "get", f"workflow/{name}", "-o", "json"])).get("status") or {}
         for line in _node_lines(status):
             if line not in shown:
                 shown.add(line)
                 print(f"  {line}", flush=True)
         phase = status.get("phase")
-        if phase == "Succeeded":
-            return
         if phase in {"Failed", "Error"}:
             raise PipelineError(
                 f"workflow/{name} {phase.lower()}: {status.get('message', '')}; "
                 f"see `kubectl logs -l workflows.argoproj.io/workflow={name} --all-containers`"
             )
-        time.sleep(poll_s)
-    raise PipelineError(f"workflow/{name} still running after {timeout_s:.0f}s; it keeps running")
+        return True if phase == "Succeeded" else None
+
+    poll(f"workflow/{name} to succeed", finished, timeout_s=timeout_s, interval_s=poll_s, error=PipelineError,
+         on_timeout=lambda: "  - it keeps running")  # fmt: skip

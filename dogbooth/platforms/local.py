@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import psutil
 
 from dogbooth.core.errors import BringUpError
 from dogbooth.core.paths import REPO_ROOT, state_dir
+from dogbooth.core.polling import poll
 from dogbooth.platforms.serveclient import ServeClient
 from dogbooth.render.serveconfig import serve_config
 from dogbooth.settings.profiles import Profile
@@ -180,14 +180,20 @@ def start_head(profile: Profile, source_root: Path) -> LocalState:
     )  # fmt: skip
     state.save()
     client = state.client()
-    deadline = time.monotonic() + 180
-    while not client.dashboard_up():
-        failed = proc.poll() not in (None, 0)
-        if failed or time.monotonic() > deadline:
-            stop(state)
-            tail = "\n".join(log_path.read_text().splitlines()[-25:])
-            raise BringUpError(f"the Ray head did not start (log {log_path}):\n{tail}")
-        time.sleep(0.5)
+
+    def dashboard_up() -> bool | None:
+        if client.dashboard_up():
+            return True
+        if proc.poll() not in (None, 0):  # `ray start` exits 0 once the head runs detached; else it failed
+            raise BringUpError(f"`ray start` exited {proc.returncode}")
+        return None
+
+    try:
+        poll(f"the Ray dashboard at {state.dashboard_url}", dashboard_up, timeout_s=180, interval_s=0.5)
+    except BringUpError as e:
+        stop(state)
+        tail = "\n".join(log_path.read_text().splitlines()[-25:])
+        raise BringUpError(f"the Ray head did not start ({e}; log {log_path}):\n{tail}") from e
     log.info("Ray head up: dashboard %s (token in %s)", state.dashboard_url, LocalState.path_for(profile.name))
     return state
 

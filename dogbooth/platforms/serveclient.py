@@ -6,12 +6,12 @@ Used for every Ray we deploy to from the host. Failures become BringUpError with
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import requests
 
 from dogbooth.core.errors import BringUpError
+from dogbooth.core.polling import poll
 from dogbooth.render.serveconfig import APP_NAME
 
 log = logging.getLogger("dogbooth.serve")
@@ -32,18 +32,23 @@ class ServeClient:
         """PUT the config. Retries while the dashboard's Serve module is still starting (it comes up
         after the dashboard itself answers) or drops the connection under load."""
         log.info("PUT %s/api/serve/applications/ (app %s)", self.url, APP_NAME)
-        deadline = time.monotonic() + retry_s
-        while True:
+        last = ["no answer yet"]
+
+        def accepted() -> bool | None:
             try:
                 r = requests.put(f"{self.url}/api/serve/applications/", json=config, headers=self.headers, timeout=60)
-                if r.ok:
-                    return
-                if r.status_code < 500 or time.monotonic() > deadline:
-                    raise BringUpError(f"Serve rejected the config ({r.status_code}): {r.text[:2000]}")
             except requests.RequestException as e:
-                if time.monotonic() > deadline:
-                    raise BringUpError(f"the Ray dashboard at {self.url} is unreachable: {e}") from e
-            time.sleep(1)
+                last[0] = f"the Ray dashboard is unreachable: {e}"
+                return None
+            if r.ok:
+                return True
+            if r.status_code < 500:  # the config itself is wrong: retrying cannot help
+                raise BringUpError(f"Serve rejected the config ({r.status_code}): {r.text[:2000]}")
+            last[0] = f"Serve answered {r.status_code}: {r.text[:2000]}"
+            return None
+
+        poll(f"Serve at {self.url} to accept the config", accepted, timeout_s=retry_s, interval_s=1,
+             on_timeout=lambda: f"  - last: {last[0]}")  # fmt: skip
 
     def applications(self) -> dict[str, Any]:
         r = requests.get(f"{self.url}/api/serve/applications/", headers=self.headers, timeout=10)
@@ -52,42 +57,47 @@ class ServeClient:
         apps: dict[str, Any] = r.json().get("applications", {})
         return apps
 
-    def wait_running(self, *, timeout_s: float, log_hint: str = "") -> None:
+    def wait_running(self, *, timeout_s: float, log_hint: str = "", app_name: str = APP_NAME) -> None:
         """Until the app is RUNNING; raise with Serve's own message when it fails or stalls."""
-        deadline, last = time.monotonic() + timeout_s, ""
-        while True:
+        app: dict[str, Any] = {}
+
+        def why() -> str:
+            message = app.get("message") or _deployment_messages(app)
+            status = app.get("status")
+            return f"application {app_name} is {status}:\n{message}\n(Ray logs: {log_hint}/session_latest/logs)"
+
+        def running() -> bool | None:
+            nonlocal app
+            before = app.get("status")
             try:
-                app = self.applications().get(APP_NAME, {})
+                app = self.applications().get(app_name, {})
             except requests.RequestException:  # the dashboard restarts a module under load; not fatal
-                app = {"status": last or "UNREACHABLE"}
-            status = app.get("status", "NOT_STARTED")
-            if status != last:
-                log.info("application %s: %s", APP_NAME, status)
-                last = status
-            if status == "RUNNING":
-                return
-            if status == "DEPLOY_FAILED" or time.monotonic() > deadline:
-                message = app.get("message") or _deployment_messages(app)
-                raise BringUpError(
-                    f"application {APP_NAME} is {status} after {timeout_s:.0f}s budget:\n{message}\n"
-                    f"(Ray logs: {log_hint}/session_latest/logs)"
-                )
-            time.sleep(0.5)
+                app = {"status": before or "UNREACHABLE"}
+            status = app.setdefault("status", "NOT_STARTED")
+            if status != before:
+                log.info("application %s: %s", app_name, status)
+            if status == "DEPLOY_FAILED":
+                raise BringUpError(why())
+            return True if status == "RUNNING" else None
+
+        poll(f"application {app_name} to be RUNNING", running, timeout_s=timeout_s, interval_s=0.5, on_timeout=why)
 
     def wait_ready(self, endpoint_base: str, revision: str | None, *, timeout_s: float) -> None:
         """Until `/readyz` answers 200, from the expected code revision when one is given."""
-        deadline = time.monotonic() + timeout_s
-        seen = "no answer"
-        while time.monotonic() < deadline:
+        seen = ["no answer"]
+
+        def ready() -> bool | None:
             try:
                 r = requests.get(f"{endpoint_base}/readyz", timeout=5)
                 if r.ok and (revision is None or r.json().get("revision") == revision):
-                    return
-                seen = f"{r.status_code} {r.text[:200]}"
+                    return True
+                seen[0] = f"{r.status_code} {r.text[:200]}"
             except requests.RequestException as e:
-                seen = type(e).__name__
-            time.sleep(0.3)
-        raise BringUpError(f"{endpoint_base}/readyz not ready (revision {revision}) in {timeout_s:.0f}s: {seen}")
+                seen[0] = type(e).__name__
+            return None
+
+        poll(f"{endpoint_base}/readyz to be ready (revision {revision})", ready, timeout_s=timeout_s, interval_s=0.3,
+             on_timeout=lambda: f"  - last: {seen[0]}")  # fmt: skip
 
 
 def _deployment_messages(app: dict[str, Any]) -> str:

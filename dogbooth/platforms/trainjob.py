@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +18,7 @@ import yaml
 from dogbooth.core.errors import DogboothError
 from dogbooth.core.names import MODEL_NAME
 from dogbooth.core.paths import REPO_ROOT
+from dogbooth.core.polling import poll
 from dogbooth.core.tools import Runner, require
 from dogbooth.platforms.kubesteps import kube_target
 from dogbooth.render.chart import chart_values, render_manifests, settings
@@ -120,19 +120,20 @@ def submit(profile: Profile, objects: list[dict[str, Any]], *, follow: bool = Tr
     log.info("submitted job/%s in namespace %s", name, namespace)
     if not follow:
         return name
-    deadline = time.monotonic() + timeout_s
-    while True:
-        # `logs -f` returns when the pod ends, or early while it is still Pending; loop until the Job settles.
+
+    def settled() -> bool | None:
+        # `logs -f` returns when the pod ends, or early while it is still Pending; poll until the Job settles.
         runner.run([*kubectl, "logs", "-f", f"job/{name}", "--pod-running-timeout=20m"], stream=True, ok_codes=(0, 1))
         status = _job_status(runner, kubectl, name)
-        if status == "Complete":
-            log.info("job/%s completed", name)
-            return name
         if status == "Failed":
             raise DogboothError(f"training job/{name} failed; see `kubectl -n {namespace} describe job/{name}`")
-        if time.monotonic() > deadline:
-            raise DogboothError(f"training job/{name} still running after {timeout_s:.0f}s; it keeps running")
-        time.sleep(10)
+        return True if status == "Complete" else None
+
+    # A training error, not a bring-up one: the stack is fine, the Job is just slow (and keeps running).
+    poll(f"training job/{name} to complete", settled, timeout_s=timeout_s, interval_s=10, error=DogboothError,
+         on_timeout=lambda: f"  - it keeps running: `kubectl -n {namespace} get job/{name}`")  # fmt: skip
+    log.info("job/%s completed", name)
+    return name
 
 
 def _job_status(runner: Any, kubectl: list[str], name: str) -> str | None:

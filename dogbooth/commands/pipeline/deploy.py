@@ -8,12 +8,11 @@ the profile is already up). Cluster: the WorkflowTemplate patches the RayService
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import requests
 
-from dogbooth.core.errors import BringUpError
+from dogbooth.core.polling import poll
 from dogbooth.platforms import local
 from dogbooth.settings.profiles import Profile, with_overrides
 
@@ -22,19 +21,23 @@ log = logging.getLogger("dogbooth.commands.pipeline.deploy")
 
 def wait_ready(readyz_url: str, model: str, *, timeout_s: float = 1800, interval_s: float = 5) -> dict[str, object]:
     """Poll `/readyz` until it answers 200 with `model` (the RayService has switched); return its body."""
-    deadline, seen = time.monotonic() + timeout_s, "no answer yet"
-    while time.monotonic() < deadline:
+    seen = ["no answer yet"]
+
+    def serving() -> dict[str, object] | None:
         try:
             r = requests.get(readyz_url, timeout=10)
             if r.ok and r.json().get("model") == model:
-                log.info("deploy: %s serves %s", readyz_url, model)
                 body: dict[str, object] = r.json()
                 return body
-            seen = f"{r.status_code} {r.text[:200]}"
+            seen[0] = f"{r.status_code} {r.text[:200]}"
         except (requests.RequestException, ValueError) as e:
-            seen = str(e)
-        time.sleep(interval_s)
-    raise BringUpError(f"{readyz_url} did not report model {model} within {timeout_s:.0f}s (last: {seen})")
+            seen[0] = str(e)
+        return None
+
+    body = poll(f"{readyz_url} to report model {model}", serving, timeout_s=timeout_s, interval_s=interval_s,
+                on_timeout=lambda: f"  - last: {seen[0]}")  # fmt: skip
+    log.info("deploy: %s serves %s", readyz_url, model)
+    return body
 
 
 def deploy_local(profile: Profile, export_dir: Path, *, timeout_s: float = 300) -> str:

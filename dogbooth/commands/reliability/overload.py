@@ -13,8 +13,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from dogbooth.commands.reliability import ReliabilityError
-from dogbooth.commands.reliability.traffic import (
+from dogbooth.commands.loadgen import (
     GRACE_S,
     Outcome,
     closed_loop,
@@ -24,6 +23,7 @@ from dogbooth.commands.reliability.traffic import (
     session,
     status_counts,
 )
+from dogbooth.commands.reliability import ReliabilityError
 
 log = logging.getLogger("dogbooth.commands.reliability")
 

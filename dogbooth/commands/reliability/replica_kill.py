@@ -19,8 +19,8 @@ from typing import Any
 
 import psutil
 
+from dogbooth.commands.loadgen import GRACE_S, Outcome, open_loop, session, status_counts
 from dogbooth.commands.reliability import ReliabilityError
-from dogbooth.commands.reliability.traffic import GRACE_S, Outcome, open_loop, session, status_counts
 from dogbooth.platforms.local import LocalState
 from dogbooth.render.serveconfig import APP_NAME, DEPLOYMENT_NAME
 

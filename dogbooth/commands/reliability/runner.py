@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dogbooth.commands.loadgen import GRACE_S, bearer, imagine_path
 from dogbooth.commands.reliability import ReliabilityError, auth, fuzz, overload, replica_kill, report, train_interrupt
-from dogbooth.commands.reliability.traffic import GRACE_S
 from dogbooth.core.paths import REPO_ROOT
+from dogbooth.core.polling import poll
 from dogbooth.platforms import local
 from dogbooth.platforms.local import LocalState
 from dogbooth.settings.profiles import Profile
@@ -29,7 +30,7 @@ from services.revision import code_revision
 
 log = logging.getLogger("dogbooth.commands.reliability")
 DEFAULT_REPORT_DIR = REPO_ROOT / "reports" / "reliability"
-DEFAULT_PROMPT = "imagine?prompt=a+photo+of+a+dog"
+DEFAULT_REQUEST = imagine_path({"prompt": "a photo of a dog"})
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class Run:
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.key}"}
+        return bearer(self.key)
 
     @property
     def timeout_s(self) -> float:
@@ -121,11 +122,13 @@ def _redeploy(run: Run, profile: Profile, *, timeout_s: float = 300) -> None:
     """Deploy `profile` on the running head and wait until new replicas (not the old ones) serve it."""
     old = set(replica_kill.replica_pids(run.state))
     local.deploy(run.state, profile, timeout_s=timeout_s)
-    deadline = time.monotonic() + timeout_s
-    while not (pids := set(replica_kill.replica_pids(run.state))) or pids & old:
-        if time.monotonic() > deadline:
-            raise ReliabilityError(f"the redeploy did not replace replicas {sorted(old)} within {timeout_s:.0f}s")
-        time.sleep(0.5)
+
+    def replaced() -> bool | None:
+        pids = set(replica_kill.replica_pids(run.state))
+        return True if pids and not pids & old else None
+
+    poll(f"the redeploy to replace replicas {sorted(old)}", replaced, timeout_s=timeout_s, interval_s=0.5,
+         error=ReliabilityError)  # fmt: skip
     run.state.client().wait_ready(run.base, None, timeout_s=timeout_s)
 
 
@@ -145,7 +148,7 @@ def _serving_phases(run: Run, options: Options) -> None:
     dep = run.profile.serve.deployment
     # Clients that keep every replica's batch full: capacity is what the replicas serve, not the queue.
     slots = (dep.num_replicas or 1) * run.profile.serve.app.batching.max_batch_size
-    url = f"{run.base}/{DEFAULT_PROMPT}"
+    url = run.base + DEFAULT_REQUEST
     if "auth" in options.phases:
         _phase(run.details, "auth", lambda: auth.check_endpoints(run.base, run.key).as_dict())
     if "fuzz" in options.phases:

@@ -22,6 +22,7 @@ import yaml
 
 from dogbooth.commands.reliability import ReliabilityError
 from dogbooth.core.paths import REPO_ROOT
+from dogbooth.core.polling import poll
 
 log = logging.getLogger("dogbooth.commands.reliability")
 
@@ -84,17 +85,20 @@ def _start(config: Path, output: Path, log_path: Path, *extra: str) -> subproces
 
 
 def _kill_between(proc: subprocess.Popen[bytes], checkpoints: Path, *, after: int, timeout_s: float) -> None:
-    """SIGKILL the run a quarter of the last gap after its `after`-th checkpoint: mid-interval, not saving."""
-    deadline, seen_at = time.monotonic() + timeout_s, dict[int, float]()
-    while len(seen_at) < after:
+    """SIGKILL the run a quarter of the last gap after its `after`-th checkpoint: mid-interval, not saving.
+
+    On a timeout the run is left to the caller, which kills it whatever happened here."""
+    seen_at: dict[int, float] = {}
+
+    def written() -> bool | None:
         if proc.poll() is not None:
             raise ReliabilityError(f"training exited ({proc.returncode}) before its checkpoint #{after}")
-        if time.monotonic() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise ReliabilityError(f"training wrote no checkpoint #{after} within {timeout_s:.0f}s")
         for step in complete(checkpoints):
-            seen_at.setdefault(step, time.monotonic())
-        time.sleep(0.05)
+            seen_at.setdefault(step, time.monotonic())  # when it appeared: the gap sets when to kill
+        return True if len(seen_at) >= after else None
+
+    # A short interval: the time each checkpoint appears is measured to the interval.
+    poll(f"training checkpoint #{after}", written, timeout_s=timeout_s, interval_s=0.05, error=ReliabilityError)
     times = sorted(seen_at.values())
     time.sleep((times[-1] - times[-2]) / 4 if len(times) > 1 else 0.5)
     os.killpg(proc.pid, signal.SIGKILL)  # the whole group: data loader workers too
