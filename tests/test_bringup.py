@@ -69,8 +69,8 @@ def test_cli_reports_profile_errors_without_a_traceback(tmp_path: Path) -> None:
 
 KIND_CPU_TOOLS = {
     "docker": "Docker version 27.3.1, build x",
-    "kind": "kind version 0.29.0",
-    "ctlptl": "v0.8.42, built 2025-06-01",
+    "kind": "kind version 0.31.0",
+    "ctlptl": "v0.8.44, built 2025-12-01",
     "kubectl": "Client Version: v1.33.1",
     "helm": "v3.18.4+gd80839c",
     "tilt": "v0.35.0, built 2025-05-01",

@@ -344,8 +344,8 @@ def test_http_wait_retries_until_200_and_reports_the_last_answer() -> None:
 
 VERSIONS = {
     "docker": "Docker version 27.3.1, build x",
-    "kind": "kind version 0.29.0",
-    "ctlptl": "v0.8.42",
+    "kind": "kind version 0.31.0",
+    "ctlptl": "v0.8.44",
     "kubectl": "Client Version: v1.33.1",
     "helm": "v3.18.4",
     "eksctl": "0.215.0",

@@ -2,7 +2,8 @@
 # Runs inside the kind-gpu worker node (`docker exec -i <node> bash -s < this file`), after ctlptl
 # created it with /dev/null mounted at /var/run/nvidia-container-devices/all. The steps are those of
 # NVIDIA's nvkind (pkg/nvkind/node.go): install the container toolkit in the node, register the
-# `nvidia` runtime with the node's containerd, and stop the driver from recreating device nodes.
+# `nvidia` runtime with the node's containerd *next to* runc (not as the default: only pods with
+# `runtimeClassName: nvidia` get GPUs injected), and stop the driver from recreating device nodes.
 # Safe to run again: each step checks whether it is already done.
 set -euo pipefail
 
@@ -27,11 +28,23 @@ if ! command -v nvidia-ctk >/dev/null 2>&1; then
   apt-get install -y -q nvidia-container-toolkit
 fi
 
-if ! grep -q 'nvidia' /etc/containerd/config.toml 2>/dev/null; then
-  # The default runtime of this (GPU-only) node, as on EKS GPU AMIs: a pod that was allotted a GPU
-  # by the device plugin gets it without naming a RuntimeClass; the `nvidia` RuntimeClass (applied
-  # next) is there for pods that do name it, like the device plugin itself.
-  nvidia-ctk runtime configure --runtime=containerd --config-source=command --set-as-default
+# The merged config (drop-in files included), read once: `grep -q` in a pipe could end it early and,
+# under pipefail, turn a match into a failure.
+containerd_config=$(containerd config dump 2>/dev/null || true)
+
+# A node set up by an older version of this script made nvidia containerd's default runtime, which
+# hands the GPUs to every pod on the node. That cannot be undone in place reliably: recreate it.
+if grep -Eq 'default_runtime_name = .nvidia.' <<<"$containerd_config"; then
+  echo "containerd's default runtime on this node is nvidia (set up by an older dogbooth):" >&2
+  echo "  delete and recreate the cluster (nox -s down / nox -s up -- --profile kind-gpu)" >&2
+  exit 4
+fi
+
+if ! grep -q 'runtimes.nvidia' <<<"$containerd_config"; then
+  # As nvkind does (its commit 9f70016): read the node's config file, not `containerd config dump`,
+  # which does not tell nvidia-ctk the config version the file uses. No --set-as-default: runc stays
+  # the default, and the `nvidia` RuntimeClass (applied next) selects this runtime per pod.
+  nvidia-ctk runtime configure --runtime=containerd --config-source=file
   systemctl restart containerd
 fi
 

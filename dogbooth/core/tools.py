@@ -57,10 +57,14 @@ TOOLS: dict[str, Tool] = {
     t.name: t
     for t in (
         Tool("docker", ("--version",), (24, 0), "https://docs.docker.com/engine/install/"),
-        Tool("kind", ("--version",), (0, 27), "https://kind.sigs.k8s.io/docs/user/quick-start/#installation"),
-        Tool("ctlptl", ("version",), (0, 8, 40), "https://github.com/tilt-dev/ctlptl#how-do-i-install-it"),
-        Tool("kubectl", ("version", "--client"), (1, 30), "https://kubernetes.io/docs/tasks/tools/"),
-        Tool("helm", ("version", "--short"), (3, 15), "https://helm.sh/docs/intro/install/"),
+        # kind: the release whose notes list the profiles' node image (cluster.kind.node_image);
+        # ctlptl: the first release that knows that kind (docs/kind.md, version matrix).
+        Tool("kind", ("--version",), (0, 31), "https://kind.sigs.k8s.io/docs/user/quick-start/#installation"),
+        Tool("ctlptl", ("version",), (0, 8, 44), "https://github.com/tilt-dev/ctlptl#how-do-i-install-it"),
+        # kubectl: within one minor of the 1.33 kind node (Kubernetes' skew policy); helm 3.18: the first
+        # whose tested range (Helm's version-skew table) includes Kubernetes 1.33.
+        Tool("kubectl", ("version", "--client"), (1, 32), "https://kubernetes.io/docs/tasks/tools/"),
+        Tool("helm", ("version", "--short"), (3, 18), "https://helm.sh/docs/intro/install/"),
         Tool("tilt", ("version",), (0, 33, 17), "https://docs.tilt.dev/install.html"),
         Tool("eksctl", ("version",), (0, 210), "https://eksctl.io/installation/"),
         Tool(

@@ -67,7 +67,9 @@ def chart_values(profile: Profile, *, image: str | None = None, code_revision: s
             "resources": _resources(w.resources),
             "tolerations": [t.model_dump(exclude_none=True) for t in w.tolerations],
             "nodeSelector": dict(w.node_selector),
+            "runtimeClassName": w.runtime_class_name or "",
         },
+        "upgradeStrategy": c.upgrade_strategy,
         "modelCache": {
             "kind": _CACHE_KIND[cache.kind],
             "hostPath": cache.host_path or "",

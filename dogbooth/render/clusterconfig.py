@@ -2,7 +2,10 @@
 
 - `ctlptl_config`: a ctlptl Registry plus a kind Cluster whose control-plane maps the ingress
   ports to the host (ingress-nginx binds them as hostPorts) and, for kind-gpu, a worker node that
-  gets the host's GPUs the way NVIDIA's nvkind does it.
+  gets the host's GPUs the way NVIDIA's nvkind does it. Every node runs the profile's pinned
+  `kindest/node@sha256` image.
+- `memory_plan` / `check_memory_budget`: what the kind profile's pods may use, during an image
+  rebuild too, against the memory Docker gives the cluster.
 - `snapshot`: what deploy/ shows for a profile, the ctlptl config above or the eksctl
   ClusterConfig of dogbooth/render/eksctl.py.
 
@@ -12,15 +15,20 @@ and snapshots of what these functions produce, kept equal to them by tests/test_
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
+from dogbooth.core.errors import ProfileError
 from dogbooth.core.names import GPU_NODE_LABEL
 from dogbooth.core.paths import REPO_ROOT
+from dogbooth.render.chart import CHART_DIR
 from dogbooth.render.eksctl import eksctl_config
 from dogbooth.settings import profiles
+from dogbooth.settings.chart import quantity
 from dogbooth.settings.cluster import KindSettings, eks_target
+from dogbooth.settings.profiles import Profile
 
 DEPLOY_DIR = REPO_ROOT / "deploy"
 GPU_NODE_SCRIPT = DEPLOY_DIR / "kind" / "gpu-node-setup.sh"
@@ -50,6 +58,7 @@ def ctlptl_config(kind: KindSettings) -> list[dict[str, Any]]:
     }
     control_plane: dict[str, Any] = {
         "role": "control-plane",
+        "image": kind.node_image,
         "labels": {"ingress-ready": "true"},  # ingress-nginx's nodeSelector (releases.py)
         "extraPortMappings": [
             {
@@ -66,6 +75,7 @@ def ctlptl_config(kind: KindSettings) -> list[dict[str, Any]]:
         nodes.append(
             {
                 "role": "worker",
+                "image": kind.node_image,
                 "labels": {GPU_NODE_LABEL: "true"},
                 "extraMounts": [dict(NVIDIA_ALL_DEVICES_MOUNT)],
             }
@@ -76,10 +86,67 @@ def ctlptl_config(kind: KindSettings) -> list[dict[str, Any]]:
         "product": "kind",
         "name": kind_cluster_name(kind),
         "registry": kind.registry_name,
-        "kubernetesVersion": kind.kubernetes_version,
+        # No `kubernetesVersion`: ctlptl would look it up in its table of kind releases (and fail
+        # for a kind newer than that ctlptl) instead of using the pinned image on the nodes.
         "kindV1Alpha4Cluster": {"nodes": nodes},
     }
     return [registry, cluster]
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Bytes of memory a kind profile needs: one RayCluster, how many run at once, and the total."""
+
+    budget: float
+    reserve: float
+    per_cluster: float
+    clusters_during_rebuild: int
+
+    @property
+    def peak(self) -> float:
+        return self.reserve + self.clusters_during_rebuild * self.per_cluster
+
+
+def _autoscaler_memory() -> float:
+    values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    return quantity(values["autoscaler"]["resources"]["limits"]["memory"])
+
+
+def memory_plan(profile: Profile) -> MemoryPlan:
+    """Sum the memory limits of one RayCluster (a pod may grow to its limit) and the rebuild's count.
+
+    Under upgradeStrategy NewCluster a new image starts a second, full RayCluster next to the
+    running one; under None it replaces the running one, so only one exists at a time.
+    """
+    kind = profile.cluster.kind if profile.cluster else None
+    if kind is None or profile.chart is None:
+        raise ProfileError(f"{profile.source}: cluster.kind: only kind profiles have a memory budget")
+    c = profile.chart
+    per_cluster = quantity(c.head.resources.limits.memory)
+    per_cluster += c.worker.max_replicas * quantity(c.worker.resources.limits.memory)
+    if c.worker.max_replicas > c.worker.min_replicas:  # the chart adds the autoscaler sidecar
+        per_cluster += _autoscaler_memory()
+    return MemoryPlan(
+        budget=quantity(kind.memory_budget),
+        reserve=quantity(kind.system_reserve),
+        per_cluster=per_cluster,
+        clusters_during_rebuild=2 if c.upgrade_strategy == "NewCluster" else 1,
+    )
+
+
+def check_memory_budget(profile: Profile) -> MemoryPlan:
+    """The plan, or a ProfileError naming the file and key when it does not fit."""
+    plan = memory_plan(profile)
+    if plan.peak > plan.budget:
+        gib = 2**30
+        raise ProfileError(
+            f"{profile.source}: cluster.kind.memory_budget: {plan.budget / gib:g} GiB is too little: "
+            f"system_reserve {plan.reserve / gib:g} GiB + {plan.clusters_during_rebuild} RayClusters x "
+            f"{plan.per_cluster / gib:g} GiB (head + workers, memory limits) = {plan.peak / gib:g} GiB. "
+            "Give Docker more memory and raise memory_budget, shrink chart.head/worker resources, or "
+            "use chart.upgrade_strategy None so a rebuild replaces the RayCluster instead of doubling it"
+        )
+    return plan
 
 
 def to_yaml(documents: list[dict[str, Any]] | dict[str, Any]) -> str:

@@ -30,7 +30,7 @@ log = logging.getLogger("dogbooth.render.k8svalidate")
 SCHEMA_DIR_ENV = "DOGBOOTH_SCHEMA_DIR"
 # The C loader where PyYAML has it: the RayService CRD alone is 18,000 lines, 3 s in pure Python.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-KUBERNETES_VERSION = "1.33"  # the oldest minor we support (kind 0.29 and EKS standard support)
+KUBERNETES_VERSION = "1.33"  # the oldest minor we run: the kind profiles' pinned node image (docs/kind.md)
 
 _KUBERAY = "https://raw.githubusercontent.com/ray-project/kuberay/v1.7.0/helm-chart/kuberay-operator/crds"
 _ARGO = "https://raw.githubusercontent.com/argoproj/argo-workflows/v4.1.2/manifests/base/crds/full"

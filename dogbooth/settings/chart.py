@@ -103,6 +103,12 @@ class WorkerSettings(Strict):
     max_replicas: int = Field(default=1, ge=1, description="> min_replicas turns on the Ray autoscaler")
     tolerations: list[Toleration] = Field(default_factory=list)
     node_selector: dict[str, str] = Field(default_factory=dict)
+    runtime_class_name: str | None = Field(
+        default=None,
+        pattern=DNS_LABEL,
+        description="kind-gpu: nvidia, the node's extra containerd runtime that injects the GPUs; "
+        "null where the node's default runtime does (EKS GPU AMIs) or no GPU is wanted",
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> WorkerSettings:
@@ -186,6 +192,14 @@ class ChartSettings(Strict):
     hf_token: SecretRef | None = Field(default=None, description="Secret with HF_TOKEN for gated models")
     network_policy: NetworkPolicySettings = NetworkPolicySettings()
     ray_token_auth: bool = Field(default=True, description="KubeRay authOptions mode token: the dashboard runs code")
+    # What KubeRay does when a new image or pod spec reaches the RayService (KubeRay 1.7 RayService
+    # spec.upgradeStrategy.type). NewCluster: a second, full RayCluster comes up and takes the
+    # traffic once ready (zero downtime, twice the memory and GPUs meanwhile). None: KubeRay leaves
+    # the running RayCluster as it is; the new spec runs once that RayCluster is deleted (docs/kind.md).
+    # NewClusterWithIncrementalUpgrade is not offered: it needs the Gateway API and the autoscaler.
+    upgrade_strategy: Literal["NewCluster", "None"] = Field(
+        default="NewCluster", description="RayService upgradeStrategy.type on a new image: NewCluster or None"
+    )
 
     @model_validator(mode="after")
     def _shared_cache(self) -> ChartSettings:

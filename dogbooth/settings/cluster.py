@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from dogbooth.core.errors import ProfileError
 from dogbooth.core.model import Strict
 from dogbooth.core.names import DNS_LABEL
+from dogbooth.settings.chart import quantity
 
 _KIND_NAME_MAX = 40  # kind cluster and ctlptl registry names become container and context names
 
@@ -25,13 +26,27 @@ class KindSettings(Strict):
     """A kind cluster created by ctlptl, with ctlptl's local registry wired in."""
 
     cluster_name: str = Field("dogbooth", description="kind cluster name; the kube context is kind-<name>")
-    kubernetes_version: str = Field("v1.33.1", pattern=r"^v\d+\.\d+\.\d+$", description="kindest/node version")
+    # Pinned by digest on every node, never through ctlptl's `kubernetesVersion`: ctlptl resolves
+    # that in its own table of kind releases and fails for a kind newer than the ctlptl build. This
+    # is the 1.33 image kind v0.31.0's release notes list (the minimum kind in dogbooth/core/tools.py);
+    # kind supports an image with the release it was built for (docs/kind.md, version matrix).
+    node_image: str = Field(
+        "kindest/node:v1.33.7@sha256:d26ef333bdb2cbe9862a0f7c3803ecc7b4303d8cea8e814b481b09949d353040",
+        description="kindest/node:vX.Y.Z@sha256:<digest> from the release notes of the kind you run",
+    )
     registry_name: str = Field("ctlptl-registry", description="ctlptl registry container; Tilt pushes here")
     registry_port: int = Field(5005, ge=1024, le=65535, description="host port of the registry")
     listen_address: str = Field("127.0.0.1", description="host address the ingress ports bind to")
     ingress_http_port: int = Field(8080, ge=1, le=65535, description="host port -> ingress-nginx :80")
     ingress_https_port: int = Field(8443, ge=1, le=65535, description="host port -> ingress-nginx :443")
     gpu: bool = Field(False, description="pass the host's NVIDIA GPUs into a worker node (nvkind style)")
+    memory_budget: str = Field(
+        "8Gi", description="memory Docker gives the kind nodes (Docker Desktop: Settings > Resources)"
+    )
+    system_reserve: str = Field(
+        "3Gi",
+        description="part of memory_budget kept for the control plane, add-ons, registry, Docker and image builds",
+    )
 
     @field_validator("cluster_name", "registry_name")
     @classmethod
@@ -40,9 +55,36 @@ class KindSettings(Strict):
             raise ValueError("must be lower-case letters, digits and '-', at most 40 characters")
         return v
 
+    @field_validator("node_image")
+    @classmethod
+    def _pinned_node_image(cls, v: str) -> str:
+        if not re.match(r"^kindest/node:v\d+\.\d+\.\d+@sha256:[0-9a-f]{64}$", v):
+            raise ValueError(
+                "must be kindest/node:vX.Y.Z@sha256:<64 hex digits>, an image from the kind release notes "
+                "(a tag alone can move, and kind only supports the digests it published)"
+            )
+        return v
+
+    @field_validator("memory_budget", "system_reserve")
+    @classmethod
+    def _memory(cls, v: str) -> str:
+        quantity(v)
+        return v
+
+    @model_validator(mode="after")
+    def _reserve_fits(self) -> KindSettings:
+        if quantity(self.system_reserve) >= quantity(self.memory_budget):
+            raise ValueError("system_reserve must be below memory_budget, or nothing is left for dogbooth's pods")
+        return self
+
     @property
     def context(self) -> str:
         return f"kind-{self.cluster_name}"
+
+    @property
+    def kubernetes_version(self) -> str:
+        """The node image's Kubernetes version, e.g. v1.33.7 (for kubectl's version skew)."""
+        return self.node_image.split(":", 1)[1].split("@", 1)[0]
 
 
 class NodeGroup(Strict):
