@@ -18,7 +18,6 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, get_args
 
 import pytest
@@ -229,28 +228,31 @@ def test_docker_rows_from_one_recorded_docker_info() -> None:
     p = probe({DOCKER_INFO: DOCKER_INFO_OK}, have=["docker"], free=120 * GIB)
     rows = rows_of("kind-cpu", p)
     assert rows["docker server"] == doctor.Row("docker server", None, "Docker 27.3.1, linux/x86_64, 8 CPUs")
-    need, breakdown = doctor.memory_request(profiles.load("kind-cpu").chart)  # type: ignore[arg-type]
-    assert rows["docker memory"].found == f"16.0 GiB for Docker >= {breakdown} = {dc.gib(need)} requested"
+    need, breakdown = doctor.memory_need(profiles.load("kind-cpu"))
+    assert rows["docker memory"].found == f"16.0 GiB for Docker >= {breakdown} = {dc.gib(need)} needed"
     assert rows["docker disk"].found == "120.0 GiB free under /var/lib/docker >= 15 GiB (cpu image)"
     assert p.runner.ran(*DOCKER_INFO) == 1  # type: ignore[attr-defined]  # asked once, read by three rows
 
 
 def test_too_little_memory_or_disk_for_the_profile_is_a_fix() -> None:
-    need, breakdown = doctor.memory_request(profiles.load("kind-gpu").chart)  # type: ignore[arg-type]
+    need, breakdown = doctor.memory_need(profiles.load("kind-gpu"))
     small = {**DOCKER_INFO_OK, "MemTotal": int(need) - GIB}
     rows = rows_of("kind-gpu", probe({DOCKER_INFO: small}, have=["docker"], free=30 * GIB))
     assert rows["docker memory"].fix == (
-        f"Docker has {dc.gib(need - GIB)}, the chart requests {breakdown} = {dc.gib(need)}: give Docker more memory "
-        "(Docker Desktop: Settings > Resources > Memory) or lower the requests in the profile's chart section"
+        f"Docker has {dc.gib(need - GIB)}, the profile needs {breakdown} = {dc.gib(need)}: give Docker more memory "
+        "(Docker Desktop: Settings > Resources > Memory) and set cluster.kind.memory_budget to match, or "
+        "lower the memory limits in the profile's chart section"
     )
     assert rows["docker disk"].fix is not None
     assert rows["docker disk"].fix.startswith("30.0 GiB free under /var/lib/docker, the cu128 image needs 40 GiB")
 
 
-def test_the_memory_need_is_the_head_plus_every_worker_the_chart_may_start() -> None:
-    requests = lambda memory: SimpleNamespace(resources=SimpleNamespace(requests=SimpleNamespace(memory=memory)))  # noqa: E731
-    chart = SimpleNamespace(head=requests("2Gi"), worker=SimpleNamespace(**vars(requests("4Gi")), max_replicas=2))
-    assert doctor.memory_request(chart) == (10 * GIB, "head 2Gi + 2 x worker 4Gi")  # type: ignore[arg-type]
+def test_the_memory_need_is_the_reserve_plus_every_raycluster_a_rebuild_runs() -> None:
+    # kind-cpu: 3 GiB reserve + one RayCluster (upgradeStrategy None) of head 2560Mi + 1 worker 2560Mi.
+    assert doctor.memory_need(profiles.load("kind-cpu")) == (
+        8 * GIB,
+        "reserve 3.0 GiB + 1 RayCluster(s) x 5.0 GiB (head + workers, limits)",
+    )
 
 
 def test_a_docker_root_dir_off_this_machine_is_not_measured() -> None:

@@ -41,8 +41,8 @@ from dogbooth.platforms.doctorchecks import (
 )
 from dogbooth.platforms.kubesteps import eks_settings, kind_settings, kube_target, required_tools
 from dogbooth.render.chart import settings
+from dogbooth.render.clusterconfig import memory_plan
 from dogbooth.render.image import VARIANTS
-from dogbooth.settings.chart import ChartSettings, quantity
 from dogbooth.settings.cluster import eks_target
 from dogbooth.settings.profiles import Profile
 
@@ -87,17 +87,18 @@ def checks_for(profile: Profile, command: str) -> list[Check]:
     return tools + (kind_checks(profile) if profile.platform == "kind" else eks_checks(profile))
 
 
-def memory_request(chart: ChartSettings) -> tuple[float, str]:
-    """Bytes the chart's pods request at most (head + max_replicas workers), and how that adds up."""
-    head, worker = chart.head.resources.requests.memory, chart.worker.resources.requests.memory
-    n = chart.worker.max_replicas
-    return quantity(head) + n * quantity(worker), f"head {head} + {n} x worker {worker}"
+def memory_need(profile: Profile) -> tuple[float, str]:
+    """Bytes Docker must hold at the peak (render/clusterconfig.memory_plan: the reserve for the
+    control plane and add-ons, plus every RayCluster a rebuild runs at once), and how that adds up."""
+    plan = memory_plan(profile)
+    clusters = f"{plan.clusters_during_rebuild} RayCluster(s) x {gib(plan.per_cluster)}"
+    return plan.peak, f"reserve {gib(plan.reserve)} + {clusters} (head + workers, limits)"
 
 
 def kind_checks(profile: Profile) -> list[Check]:
     kind, chart = kind_settings(profile), settings(profile)
     variant = VARIANTS[chart.image.variant]
-    checks = docker_checks("kind", variant, memory_request(chart), gpu=kind.gpu)
+    checks = docker_checks("kind", variant, memory_need(profile), gpu=kind.gpu)
     if kind.gpu:
         checks.append(driver_check(variant))
     return [*checks, kind_context_check(kind.cluster_name, kind.context)]

@@ -157,10 +157,11 @@ def memory_found(info: Mapping[str, Any], need: float, breakdown: str) -> str:
     total = int(info.get("MemTotal") or 0)
     if total < need:
         raise NeedsFix(
-            f"Docker has {gib(total)}, the chart requests {breakdown} = {gib(need)}: give Docker more memory "
-            "(Docker Desktop: Settings > Resources > Memory) or lower the requests in the profile's chart section"
+            f"Docker has {gib(total)}, the profile needs {breakdown} = {gib(need)}: give Docker more memory "
+            "(Docker Desktop: Settings > Resources > Memory) and set cluster.kind.memory_budget to match, or "
+            "lower the memory limits in the profile's chart section"
         )
-    return f"{gib(total)} for Docker >= {breakdown} = {gib(need)} requested"
+    return f"{gib(total)} for Docker >= {breakdown} = {gib(need)} needed"
 
 
 def disk_found(root: str, free: int | None, variant: Variant) -> str:
