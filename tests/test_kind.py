@@ -6,6 +6,7 @@ source says (cited next to each constant below), so a wrong pin fails here and n
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -19,10 +20,12 @@ import yaml
 from dogbooth.core.errors import ProfileError
 from dogbooth.core.paths import REPO_ROOT
 from dogbooth.core.tools import TOOLS
-from dogbooth.render import chart, clusterconfig, releases
+from dogbooth.platforms import trainjob
+from dogbooth.render import chart, clusterconfig, jupyterhub, releases
 from dogbooth.settings import profiles
 from dogbooth.settings.chart import ChartSettings, quantity
 from dogbooth.settings.cluster import KindSettings
+from dogbooth.settings.profiles import Profile
 
 KIND_PROFILES = ["kind-cpu", "kind-gpu"]
 DOCS = REPO_ROOT / "docs" / "kind.md"
@@ -252,3 +255,35 @@ def test_kind_heads_and_workers_hold_what_was_measured_with_headroom(name: str) 
     assert quantity(c.head.resources.limits.memory) >= HEADROOM * HEAD_MEASURED
     assert quantity(c.head.resources.requests.memory) == quantity(c.head.resources.limits.memory)
     assert quantity(c.worker.resources.limits.memory) >= HEADROOM * WORKER_MEASURED
+
+
+def _gpu_pods(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Pod specs (or Argo podSpecPatch) of every rendered object that asks for nvidia.com/gpu."""
+    found: dict[str, dict[str, Any]] = {}
+    for obj in objects:
+        if obj["kind"] == "Job":
+            found["training Job"] = obj["spec"]["template"]["spec"]
+        if obj["kind"] == "WorkflowTemplate":
+            for template in obj["spec"]["templates"]:
+                limits = (template.get("container") or {}).get("resources", {}).get("limits", {})
+                if "nvidia.com/gpu" in limits:
+                    found[f"argo {template['name']}"] = json.loads(template.get("podSpecPatch", "{}"))
+    return found
+
+
+@pytest.mark.parametrize(("name", "runtime_class"), [("kind-gpu", "nvidia"), ("eks", None)])
+def test_every_gpu_pod_runs_under_the_profiles_runtimeclass(name: str, runtime_class: str | None) -> None:
+    profile = profiles.load(name)
+    data = profile.model_dump()
+    data["cluster"]["addons"]["argo_workflows"] = True
+    profile = Profile.model_validate(data)
+    objects = chart.manifests(chart.render_manifests(chart.chart_values(profile)))
+    objects += trainjob.render_job(profile, trainjob.JobRequest(run_name="t"))
+    pods = _gpu_pods(objects)
+    assert set(pods) == {"training Job", "argo train", "argo validate"}
+    assert {where: spec.get("runtimeClassName") for where, spec in pods.items()} == dict.fromkeys(pods, runtime_class)
+    hub = profile.cluster.addons.jupyterhub  # type: ignore[union-attr]
+    if hub is not None and hub.enabled and hub.gpu:
+        (server,) = jupyterhub.values(profile)["singleuser"]["profileList"]
+        extra = server["kubespawner_override"].get("extra_pod_config", {})
+        assert extra.get("runtimeClassName") == runtime_class

@@ -59,6 +59,7 @@ def workflow_values(profile: Profile) -> dict[str, Any]:
                 "scorer": DEFAULT_SCORER,
                 "outputName": MODEL_NAME,
                 "gpus": w.gpus,
+                "runtimeClassName": w.runtime_class_name or "",
                 "resources": w.resources.model_dump(),
                 "tolerations": [t.model_dump(exclude_none=True) for t in w.tolerations],
                 "nodeSelector": dict(w.node_selector),

@@ -126,6 +126,9 @@ def _profiles(profile: Profile, hub: JupyterHubSettings) -> list[dict[str, Any]]
             "mem_guarantee": "12G",
             "mem_limit": "14G",
         }
+        runtime_class = profile.chart.worker.runtime_class_name if profile.chart else None
+        if runtime_class:  # kind-gpu: only pods under the nvidia RuntimeClass see the GPU
+            override["extra_pod_config"] = {"runtimeClassName": runtime_class}
         return [
             {
                 "display_name": "GPU: 1 NVIDIA GPU, 2+ CPU, 12 GB",
