@@ -11,6 +11,7 @@ import sys
 from dogbooth.core.paths import REPO_ROOT
 from dogbooth.platforms import plan as p
 from dogbooth.platforms.kubesteps import addon_steps, app_release, image_steps, kind_settings, source_hash, wait_steps
+from dogbooth.platforms.roll import roll_step
 from dogbooth.render import clusterconfig as cc
 from dogbooth.render.chart import CHART_DIR, RELEASE_NAME, settings
 from dogbooth.settings.profiles import Profile
@@ -69,6 +70,7 @@ def up(profile: Profile) -> p.Plan:
         *image_steps(profile, image),
         *addon_steps(profile),
         p.install(app_release(profile, image), chart_path=CHART_DIR),
+        *([roll_step(settings(profile).namespace)] if settings(profile).upgrade_strategy == "None" else []),
         *wait_steps(profile),
     ]
     return p.Plan("up", profile.name, tuple(steps), (f"image {image} (tag = profile tag + hash of the image inputs)",))

@@ -58,6 +58,24 @@ class Kube:
         )
         return [item["metadata"]["name"] for item in found.get("items", [])]
 
+    def rayclusters_of(self, namespace: str, rayservice: str) -> list[dict[str, Any]]:
+        """The RayClusters a RayService owns (its active one, and a pending one during an upgrade)."""
+        found = cast(
+            dict[str, Any],
+            self.custom.list_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters"),
+        )
+        return [
+            item
+            for item in found.get("items", [])
+            if any(
+                o.get("kind") == "RayService" and o.get("name") == rayservice
+                for o in item["metadata"].get("ownerReferences", [])
+            )
+        ]
+
+    def delete_raycluster(self, namespace: str, name: str) -> None:
+        self.custom.delete_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters", name)
+
     def ensure_secret(self, namespace: str, name: str, key: str, make_value: Callable[[], str]) -> bool:
         """Create namespace and Secret when absent (True); an existing Secret is left alone (False)."""
         from kubernetes import client
