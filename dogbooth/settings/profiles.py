@@ -29,7 +29,9 @@ class RaySettings(Strict):
 
     num_cpus: int | None = Field(None, ge=1, description="CPUs Ray may schedule on; null = all cores")
     gcs_port: int = Field(6390, ge=1024, le=65535)
-    dashboard_port: int = Field(DASHBOARD_PORT, ge=1024, le=65535)
+    dashboard_port: int = Field(
+        DASHBOARD_PORT, ge=1024, le=65535, description="bound to 127.0.0.1 and token-protected: the dashboard runs code"
+    )
 
 
 class Autoscaling(Strict):
