@@ -1,5 +1,7 @@
 """dogbooth.platforms.reload (Tilt's live_update step) against a real Ray Serve: the same mechanism as the local
-hot reload, driven only through the Serve REST API, with nothing but the revision changed."""
+hot reload, driven only through the Serve REST API, with nothing but the revision changed.
+
+tests/test_reload_order.py runs the step in every container, in each order Tilt may pick."""
 
 from __future__ import annotations
 
@@ -12,12 +14,6 @@ from conftest import Stack
 from dogbooth.core.paths import REPO_ROOT
 from dogbooth.platforms import local, reload
 from services.revision import code_revision
-
-
-def test_worker_containers_only_sync(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(reload.NODE_ENV, "worker")
-    monkeypatch.setattr(reload, "DASHBOARD_URL", "http://127.0.0.1:9")  # would fail if contacted
-    assert reload.main() == 0
 
 
 def test_token_is_found_the_way_ray_finds_it(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -54,8 +50,16 @@ def test_reload_redeploys_only_the_revision(stack: Stack, monkeypatch: pytest.Mo
         time.sleep(0.5)
     assert _ready(stack)["load_seconds"] != served["load_seconds"], "replicas did not restart"
 
-    # reload() puts back the config the cluster ran, with the revision of the files on disk.
-    assert reload.reload(state.dashboard_url, services_dir=source, timeout_s=120) == served["revision"]
-    assert reload.running_config(state.dashboard_url, state.token) == reload.with_revision(before, served["revision"])
+    # reload() puts back the config the cluster ran, with a fresh value for the revision of the files
+    # on disk, and reports what the restarted replicas serve.
+    outcome = reload.reload(state.dashboard_url, token=state.token, services_dir=source, timeout_s=120)
+    assert outcome.revision == served["revision"] and outcome.complete, outcome
+    assert outcome.deployed.startswith(f"{served['revision']}.")
+    assert reload.running_config(state.dashboard_url, state.token) == reload.with_revision(before, outcome.deployed)
     assert _ready(stack)["revision"] == served["revision"]
     assert local.is_alive(state)
+
+    # The same files again: another value, so Serve restarts the replicas (a step in a second
+    # container must restart them even when the first one deployed the same revision).
+    again = reload.reload(state.dashboard_url, token=state.token, services_dir=source, timeout_s=120)
+    assert again.deployed != outcome.deployed and again.complete

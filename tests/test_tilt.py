@@ -18,6 +18,7 @@ import yaml
 
 from dogbooth import cli
 from dogbooth.core.paths import REPO_ROOT
+from dogbooth.platforms import forward
 from dogbooth.render import tilt
 from dogbooth.settings import profiles
 
@@ -115,15 +116,23 @@ def test_the_rayservice_images_are_where_tilt_is_told_to_look(tilt_run: Recorder
 def test_forwards_use_the_profiles_context_and_ports_on_loopback_only(tilt_run: Recorder) -> None:
     profile = profiles.load(tilt_run.profile)
     assert profile.cluster is not None and profile.cluster.kind is not None
-    forwards = tilt_run.named("local_resource")
+    forwards = [(a, k) for a, k in tilt_run.named("local_resource") if "readiness_probe" in k]
     assert len(forwards) == 2
-    ports = set()
+    services = {}
     for _, kwargs in forwards:
         cmd = kwargs["serve_cmd"]
-        assert cmd[:3] == ["kubectl", "--context", profile.cluster.kind.context]
-        assert cmd[cmd.index("--address") + 1] == "127.0.0.1"
-        ports.add(int(cmd[-1].split(":")[0]))
-    assert ports == {profile.serve.http_port, profile.ray.dashboard_port}
+        # The Tiltfile's DOGBOOTH_PYTHON runs the supervising module (dogbooth/platforms/forward.py).
+        assert cmd[:3] == [sys.executable, "-m", "dogbooth.platforms.forward"]
+        fwd = forward.parse_args(cmd[3:])
+        kubectl = fwd.forward_argv()
+        assert kubectl[:3] == ["kubectl", "--context", profile.cluster.kind.context]
+        assert kubectl[kubectl.index("--address") + 1] == "127.0.0.1"
+        assert fwd.find_argv()[:3] == kubectl[:3]  # the wait for the Service asks the same cluster
+        # Tilt's readiness probe knocks where the forward listens.
+        assert kwargs["readiness_probe"][2]["tcp_socket"] == ("tcp_socket_action", (fwd.port,), {"host": "127.0.0.1"})
+        services[fwd.service] = fwd.port
+    # KubeRay's Services for a RayService: <name>-serve-svc and <name>-head-svc (kuberay v1.7.0, utils/util.go).
+    assert services == {"dogbooth-serve-svc": profile.serve.http_port, "dogbooth-head-svc": profile.ray.dashboard_port}
 
 
 def test_objects_grouped_in_the_resource_are_those_rendered(tilt_run: Recorder) -> None:
@@ -137,3 +146,14 @@ def test_objects_grouped_in_the_resource_are_those_rendered(tilt_run: Recorder) 
 def test_tilt_config_refuses_a_profile_that_is_not_kind(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["tilt-config", "--profile", "eks"]) == 1
     assert "profile eks is platform eks; Tilt runs on kind" in capsys.readouterr().err
+
+
+def test_kind_runs_the_roll_watcher_since_kuberay_does_not_roll_under_none(tilt_run: Recorder) -> None:
+    profile = profiles.load(tilt_run.profile)
+    assert profile.chart is not None and profile.chart.upgrade_strategy == "None"
+    watchers = [k for _, k in tilt_run.named("local_resource") if "readiness_probe" not in k]
+    (watcher,) = watchers
+    cmd = watcher["serve_cmd"]
+    assert cmd[1:3] == ["-m", "dogbooth.platforms.roll"] and "--watch" in cmd
+    assert cmd[cmd.index("--namespace") + 1] == profile.chart.namespace
+    assert watcher["resource_deps"] == [tilt.RESOURCE]

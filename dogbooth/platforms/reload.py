@@ -1,12 +1,19 @@
-"""Hot reload inside a Ray head pod: what Tilt's live_update runs after syncing `services/`.
+"""Hot reload inside a Ray pod: what Tilt's live_update runs in every Ray container after syncing `services/`.
 
-It is the local dev loop's mechanism (`dogbooth.platforms.local.deploy`): the app's runtime_env carries the
-code revision, so a new revision makes Serve start fresh replica processes that import the synced
-files. The config comes from the running cluster (what KubeRay deployed from serveConfigV2), only
-the revision changes, and it goes straight to the head's Serve REST API: the RayService spec is
-untouched, so KubeRay neither restarts the cluster nor creates a new RayCluster.
+It is the local dev loop's mechanism (`dogbooth.platforms.local.deploy`): the app's runtime_env carries
+a code-revision value, so a new value makes Serve build the app again (on the head) and start fresh
+replica processes (on the workers), which import the files on their own disk. The config comes from
+the running cluster (what KubeRay deployed from serveConfigV2), only that value changes, and it goes
+straight to the head's Serve REST API: the RayService spec is untouched, so KubeRay neither restarts
+the cluster nor creates a new RayCluster.
 
-    python -m dogbooth.platforms.reload        # in the head container; a no-op in worker containers
+Tilt updates one container after the other, in an order that varies, and waits for each container's
+step before it syncs the next one (docs/tilt.md). So the step cannot wait for the other containers:
+every container's step redeploys, with a value no earlier deploy used, and waits only for its own
+deploy. Whichever container Tilt updates last therefore deploys after every container has the new
+files, and that deploy leaves every replica on the new code.
+
+    python -m dogbooth.platforms.reload        # in the head and in every worker container
 """
 
 from __future__ import annotations
@@ -14,23 +21,46 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import secrets
+import socket
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
 from dogbooth.core.errors import BringUpError, DogboothError
 from dogbooth.core.names import DASHBOARD_PORT, SERVE_PORT
+from dogbooth.core.polling import poll
 from dogbooth.platforms.serveclient import ServeClient
 from dogbooth.render.serveconfig import APP_NAME, REVISION_ENV
 from services.revision import SERVICES_DIR, code_revision
 
 log = logging.getLogger("dogbooth.platforms.reload")
 
-NODE_ENV = "DOGBOOTH_RAY_NODE"  # set by charts/dogbooth: head or worker
-DASHBOARD_URL = f"http://127.0.0.1:{DASHBOARD_PORT}"
-ATTEMPTS = 3
+NODE_ENV = "DOGBOOTH_RAY_NODE"  # set by charts/dogbooth: head or worker (for the log only)
+# KubeRay sets RAY_ADDRESS=<head>:<gcs port> in every Ray container: 127.0.0.1 on the head, the
+# RayCluster's own head Service (<cluster>-head-svc.<namespace>.svc...) on a worker. That Service
+# reaches this pod's own head, also while a second RayCluster of the RayService is coming up.
+ADDRESS_ENV = "RAY_ADDRESS"
+DEPLOY_TIMEOUT_S = 180.0  # a new replica loads the model again (from the cache volume)
+SAMPLES_PER_REPLICA = 3  # /readyz goes through Serve's proxy to any replica: ask several times
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one container's step did: its files' revision, the value it deployed, what the replicas run."""
+
+    revision: str
+    deployed: str
+    served: frozenset[str]  # revisions /readyz reported after the deploy was RUNNING; empty if superseded
+
+    @property
+    def complete(self) -> bool:
+        return self.served == {self.revision}
 
 
 def ray_token() -> str | None:
@@ -39,6 +69,18 @@ def ray_token() -> str | None:
         return token.strip()
     path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
     return path.read_text().strip() if path.is_file() else None
+
+
+def head_host(environ: Mapping[str, str] = os.environ) -> str:
+    """The host of this pod's Ray head, from the RAY_ADDRESS KubeRay gives every Ray container."""
+    address = environ.get(ADDRESS_ENV, "").removeprefix("ray://")
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise BringUpError(
+            f"{ADDRESS_ENV}={address!r} is not <head host>:<port>; KubeRay sets it in every Ray container. "
+            "Run this inside a pod of the dogbooth RayService (Tilt does)"
+        )
+    return host
 
 
 def running_config(dashboard_url: str, token: str | None) -> dict[str, Any]:
@@ -59,51 +101,129 @@ def running_config(dashboard_url: str, token: str | None) -> dict[str, Any]:
     }
 
 
-def with_revision(config: dict[str, Any], revision: str) -> dict[str, Any]:
-    """`config` with our app's code-revision env var set to `revision` (other apps untouched)."""
+def with_revision(config: dict[str, Any], value: str) -> dict[str, Any]:
+    """`config` with our app's code-revision env var set to `value` (other apps untouched)."""
     out = copy.deepcopy(config)
-    (app,) = [a for a in out["applications"] if a.get("name") == APP_NAME]
-    env_vars = app.setdefault("runtime_env", {}).setdefault("env_vars", {})
-    env_vars[REVISION_ENV] = revision
+    apps = [a for a in out["applications"] if a.get("name") == APP_NAME]
+    if len(apps) != 1:
+        raise BringUpError(f"the running Serve config has {len(apps)} applications named {APP_NAME}, not one")
+    env_vars = apps[0].setdefault("runtime_env", {}).setdefault("env_vars", {})
+    env_vars[REVISION_ENV] = value
     return out
 
 
-def reload(dashboard_url: str = DASHBOARD_URL, *, services_dir: Path = SERVICES_DIR, timeout_s: float = 180) -> str:
-    """Redeploy with the revision of `services_dir`; return it once /readyz serves it.
+def deployed_value(app: dict[str, Any]) -> str | None:
+    """The code-revision value of an application's details (`deployed_app_config`), if any."""
+    config = app.get("deployed_app_config") or {}
+    value = ((config.get("runtime_env") or {}).get("env_vars") or {}).get(REVISION_ENV)
+    return str(value) if value is not None else None
 
-    Tilt syncs each pod in turn, so a replica on a worker can start before that worker has the new
-    files. It then reports the old revision; a second deploy with a fresh nonce restarts it.
+
+def fresh_value(revision: str) -> str:
+    """A value no earlier deploy used: Serve ignores a config whose runtime_env and args are unchanged,
+    and the replicas must restart even when another container already deployed this revision."""
+    return f"{revision}.{socket.gethostname()}.{secrets.token_hex(3)}"
+
+
+def wait_deployed(client: ServeClient, value: str, *, timeout_s: float) -> dict[str, Any] | None:
+    """Until our deploy (`value`) is RUNNING: its details. None when a later deploy replaced ours."""
+    app: dict[str, Any] = {}
+
+    def running() -> dict[str, Any] | bool | None:
+        nonlocal app
+        try:
+            app = client.applications().get(APP_NAME, {})
+        except requests.RequestException:  # the dashboard restarts a module under load; not fatal
+            return None
+        if not app:
+            return None
+        if deployed_value(app) != value:
+            return False  # someone else's deploy is newer; it is theirs to wait for
+        if app.get("status") == "DEPLOY_FAILED":
+            raise BringUpError(f"application {APP_NAME} failed to deploy revision {value}:\n{app.get('message')}")
+        return app if app.get("status") == "RUNNING" else None
+
+    def why() -> str:
+        return f"application {APP_NAME} is {app.get('status')}: {app.get('message') or '(no message)'}"
+
+    result = poll(f"application {APP_NAME} to run {value}", running, timeout_s=timeout_s, interval_s=0.5,
+                  on_timeout=why)  # fmt: skip
+    return result if isinstance(result, dict) else None
+
+
+def served_revisions(serve_url: str, samples: int, *, timeout_s: float = 60) -> frozenset[str]:
+    """The code revisions `samples` answers of /readyz report (each from whichever replica Serve picks)."""
+    seen: list[str] = []
+    last = ["no answer"]
+
+    def sampled() -> bool | None:
+        while len(seen) < samples:
+            try:
+                r = requests.get(f"{serve_url}/readyz", timeout=5)
+            except requests.RequestException as e:
+                last[0] = type(e).__name__
+                return None
+            if not r.ok:
+                last[0] = f"{r.status_code} {r.text[:200]}"
+                return None
+            seen.append(str(r.json().get("revision")))
+        return True
+
+    poll(f"{serve_url}/readyz", sampled, timeout_s=timeout_s, interval_s=0.5, on_timeout=lambda: f"  - last: {last[0]}")
+    return frozenset(seen)
+
+
+def _replica_count(app: dict[str, Any]) -> int:
+    return sum(len(d.get("replicas") or []) for d in (app.get("deployments") or {}).values())
+
+
+def reload(
+    dashboard_url: str,
+    *,
+    token: str | None = None,
+    services_dir: Path = SERVICES_DIR,
+    timeout_s: float = DEPLOY_TIMEOUT_S,
+) -> Outcome:
+    """Redeploy with a fresh value for the revision of `services_dir`; wait for that deploy only.
+
+    Waiting for the other containers' files is not this step's business (Tilt syncs them after it
+    returns): their own step redeploys. What the replicas serve afterwards is reported, not required.
     """
-    token = ray_token()
     revision = code_revision(services_dir)
     config = running_config(dashboard_url, token)
-    http = config["http_options"]
-    endpoint = f"http://127.0.0.1:{http.get('port', SERVE_PORT)}"
+    serve_url = f"http://{urlsplit(dashboard_url).hostname}:{config['http_options'].get('port', SERVE_PORT)}"
+    value = fresh_value(revision)
     client = ServeClient(dashboard_url, token)
-    for attempt in range(ATTEMPTS):
-        nonce = revision if attempt == 0 else f"{revision}.{attempt}"
-        log.info("deploying code revision %s", nonce)
-        client.deploy(with_revision(config, nonce))
-        client.wait_running(timeout_s=timeout_s, log_hint="/tmp/ray")
-        try:
-            client.wait_ready(endpoint, revision, timeout_s=timeout_s / ATTEMPTS)
-            return revision
-        except BringUpError as e:
-            log.warning("replicas still serve older code (%s); redeploying", e)
-    raise BringUpError(f"revision {revision} not served after {ATTEMPTS} deploys; see the worker pods' sync")
+    log.info("deploying code revision %s (as %s)", revision, value)
+    client.deploy(with_revision(config, value))
+    app = wait_deployed(client, value, timeout_s=timeout_s)
+    if app is None:
+        log.info("a later deploy replaced %s while it started; that one's step waits for it", value)
+        return Outcome(revision, value, frozenset())
+    served = served_revisions(serve_url, max(SAMPLES_PER_REPLICA, SAMPLES_PER_REPLICA * _replica_count(app)))
+    return Outcome(revision, value, served)
 
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="dogbooth.platforms.reload: %(message)s", stream=sys.stderr)
-    if os.environ.get(NODE_ENV) != "head":
-        log.info("%s=%s: files synced; the head pod redeploys", NODE_ENV, os.environ.get(NODE_ENV))
-        return 0
+    node = os.environ.get(NODE_ENV, "?")
     try:
-        revision = reload()
-    except DogboothError as e:
+        dashboard_url = f"http://{head_host()}:{DASHBOARD_PORT}"
+        outcome = reload(dashboard_url, token=ray_token())
+    except (DogboothError, requests.RequestException) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 1
-    log.info("serving code revision %s", revision)
+    if outcome.complete:
+        log.info("%s: every replica serves code revision %s", node, outcome.revision)
+    elif outcome.served:
+        # Not an error: a container Tilt has not updated yet still has the old files; its step
+        # (after this one) redeploys. Only if this was the last container do the files differ.
+        others = ", ".join(sorted(outcome.served - {outcome.revision})) or "-"
+        log.warning(
+            "%s: replicas report %s, this container has %s: another pod's files differ; "
+            "Tilt's step there redeploys (if this was the last container, that pod has other files: docs/tilt.md)",
+            node, others, outcome.revision,
+        )  # fmt: skip
     return 0
 
 

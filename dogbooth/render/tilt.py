@@ -6,6 +6,7 @@ from here, so it cannot drift from the profile, the chart or the image build.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import yaml
@@ -22,15 +23,31 @@ RAYSERVICE_IMAGE_PATHS = (
     "{.spec.rayClusterConfig.headGroupSpec.template.spec.containers[*].image}",
     "{.spec.rayClusterConfig.workerGroupSpecs[*].template.spec.containers[*].image}",
 )
-RELOAD_COMMAND = "python -m dogbooth.platforms.reload"
+RELOAD_COMMAND = "python -m dogbooth.platforms.reload"  # in the pods: the image's Python
+FORWARD_MODULE = "dogbooth.platforms.forward"  # waits for the Service, restarts kubectl port-forward
+ROLL_MODULE = "dogbooth.platforms.roll"  # upgradeStrategy None: moves the RayCluster to a rebuilt image
 
 
 def _forward(profile: Profile, name: str, service: str, port: int) -> dict[str, Any]:
+    """A Tilt serve_cmd that forwards 127.0.0.1:<port> to a Service KubeRay makes for the RayService.
+
+    The interpreter is the one running this: the Tiltfile runs tilt-config with its DOGBOOTH_PYTHON,
+    so the forward runs in the project's environment too. Tilt never restarts a serve_cmd that exits;
+    the module does that itself (docs/tilt.md).
+    """
     context = profile.cluster.kind.context if profile.cluster and profile.cluster.kind else None
-    namespace = settings(profile).namespace
-    argv = ["kubectl", *(["--context", context] if context else []), "-n", namespace, "port-forward"]
-    argv += ["--address", "127.0.0.1", f"svc/{RELEASE_NAME}-{service}", f"{port}:{port}"]
+    argv = [sys.executable, "-m", FORWARD_MODULE, *(["--context", context] if context else [])]
+    argv += ["--namespace", settings(profile).namespace, "--service", f"{RELEASE_NAME}-{service}", "--port", str(port)]
     return {"name": f"{name}-{port}", "port": port, "cmd": argv}
+
+
+def _watchers(profile: Profile) -> list[dict[str, Any]]:
+    """Long-running helpers beside the app: under upgradeStrategy None, the roll (docs/kind.md)."""
+    if settings(profile).upgrade_strategy != "None":
+        return []
+    context = profile.cluster.kind.context if profile.cluster and profile.cluster.kind else None
+    argv = [sys.executable, "-m", ROLL_MODULE, "--context", str(context), "--namespace", settings(profile).namespace]
+    return [{"name": "roll", "cmd": [*argv, "--watch"]}]
 
 
 def tilt_config(profile: Profile) -> dict[str, Any]:
@@ -68,4 +85,5 @@ def tilt_config(profile: Profile) -> dict[str, Any]:
             _forward(profile, "serve", "serve-svc", profile.serve.http_port),
             _forward(profile, "dashboard", "head-svc", DASHBOARD_PORT),
         ],
+        "watchers": _watchers(profile),
     }

@@ -48,7 +48,7 @@ seccompProfile:
   type: RuntimeDefault
 {{- end -}}
 
-{{/* Env shared by head and workers. `node` is head or worker: dogbooth.platforms.reload acts on the head only. */}}
+{{/* Env shared by head and workers. `node` is head, worker or training (what the pod is for). */}}
 {{- define "dogbooth.env" -}}
 - name: DOGBOOTH_RAY_NODE
   value: {{ .node }}
