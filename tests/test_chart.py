@@ -18,6 +18,7 @@ from dogbooth import cli
 from dogbooth.core.errors import ChartError, ProfileError
 from dogbooth.core.paths import REPO_ROOT
 from dogbooth.render import chart, k8svalidate
+from dogbooth.render.releases import KUBERAY_VERSION
 from dogbooth.render.serveconfig import serve_config
 from dogbooth.settings import profiles
 
@@ -223,7 +224,7 @@ def test_render_command_writes_manifests_and_releases(tmp_path: Path, capsys: py
     releases = yaml.safe_load((tmp_path / "releases.yaml").read_text())
     assert {"name", "namespace", "chart", "repo", "version", "values"} == set(releases[0])
     kuberay = [r for r in releases if r["chart"] == "kuberay-operator"]
-    assert [r["version"] for r in kuberay] == ["1.7.0"]
+    assert [r["version"] for r in kuberay] == [KUBERAY_VERSION]
 
 
 def test_render_over_another_profile_leaves_no_stale_manifest(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 from typing import Any
 
@@ -49,21 +50,34 @@ def test_every_container_has_requests_and_limits(name: str) -> None:
             assert {"cpu", "memory"} <= set(container["resources"][part]), f"{key}: {part}"
 
 
+# kind: ingress-nginx rewrites the regex match; eks: an ALB (AWS Load Balancer Controller) whose
+# url-rewrite transform strips the same prefix. Either way only /dogbooth/serve/... reaches Serve.
+_ROUTES = {"nginx": ("/dogbooth/serve/(.*)", "ImplementationSpecific"), "alb": ("/dogbooth/serve/", "Prefix")}
+
+
 @pytest.mark.parametrize("name", CLUSTER_PROFILES)
 def test_no_ingress_routes_to_the_dashboard(name: str) -> None:
     ingresses = rendered(name).of_kind("Ingress")
     assert ingresses, "the profile enables an Ingress"
     for ingress in ingresses:
-        assert ingress["spec"]["ingressClassName"] == "nginx"
+        cls = ingress["spec"]["ingressClassName"]
+        assert cls == ("alb" if name == "eks" else "nginx")
         assert "defaultBackend" not in ingress["spec"]
         paths = [p for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
-        assert [p["path"] for p in paths] == ["/dogbooth/serve/(.*)"]
+        assert [(p["path"], p["pathType"]) for p in paths] == [_ROUTES[cls]]
         for p in paths:
             port = p["backend"]["service"]["port"]
             assert port == {"number": _serve_port(name)} and port["number"] != DASHBOARD_PORT
             assert "dashboard" not in p["backend"]["service"]["name"]
             assert p["backend"]["service"]["name"].endswith("-serve-svc")
-        assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/rewrite-target"] == "/$1"
+        annotations = ingress["metadata"]["annotations"]
+        if cls == "nginx":
+            assert annotations["nginx.ingress.kubernetes.io/rewrite-target"] == "/$1"
+        else:
+            service = paths[0]["backend"]["service"]["name"]
+            (transform,) = json.loads(annotations[f"alb.ingress.kubernetes.io/transforms.{service}"])
+            assert transform["urlRewriteConfig"]["rewrites"] == [{"regex": "^/dogbooth/serve/(.*)$", "replace": "/$1"}]
+            assert not any(k.startswith("nginx.") for k in annotations)
 
 
 def _rules(name: str) -> list[dict[str, Any]]:

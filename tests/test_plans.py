@@ -20,6 +20,8 @@ from dogbooth.settings.cluster import EksSettings, eks_target
 
 CLUSTER_PROFILES = ["kind-cpu", "kind-gpu", "eks"]
 UP_ORDER = ["cluster", "operator", "ingress", "app"]
+# eks has no ingress release: the AWS Load Balancer Controller (platform) serves the chart's Ingress.
+EKS_UP_ORDER = ["cluster", "platform", "operator", "app"]
 
 
 def _index(p: plan.Plan, phase: str) -> int:
@@ -39,7 +41,7 @@ def _no_aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize("name", CLUSTER_PROFILES)
 def test_up_is_cluster_then_operator_then_ingress_then_app(name: str) -> None:
     p = dispatch.build_plan("up", profiles.load(name))
-    indices = [_index(p, phase) for phase in UP_ORDER]
+    indices = [_index(p, phase) for phase in (EKS_UP_ORDER if name == "eks" else UP_ORDER)]
     assert indices == sorted(indices), p.phases()
     last_install = max(i for i, s in enumerate(p.steps) if s.phase == "app")
     assert all(s.phase == "wait" for s in p.steps[last_install + 1 :])
@@ -62,12 +64,11 @@ def test_dev_ends_in_tilt_after_the_addons(name: str) -> None:
 def test_eks_down_is_the_reverse_with_the_load_balancer_wait_before_deletion() -> None:
     p = dispatch.build_plan("down", profiles.load("eks"))
     phases = p.phases()
-    assert phases.index("app") < phases.index("ingress") < phases.index("lb-wait") < phases.index("volumes-wait")
+    assert phases.index("app") < phases.index("lb-wait") < phases.index("nodes") < phases.index("volumes-wait")
     assert p.steps[-1].phase == "cluster" and "eksctl delete cluster" in p.steps[-1].detail[0]
     assert [t for t in _titles(p) if t.startswith("helm uninstall")] == [
-        "helm uninstall dogbooth",
-        "helm uninstall ingress-nginx",
-        "helm uninstall jupyterhub",  # its proxy-public Service is an NLB too
+        "helm uninstall dogbooth",  # its Ingress owns the ALB
+        "helm uninstall jupyterhub",  # its proxy-public Service is an NLB
     ]
     # The controller that deletes the NLB is never uninstalled before it has done so.
     assert not any("aws-load-balancer-controller" in t for t in _titles(p))
@@ -87,13 +88,14 @@ def test_eks_up_builds_and_pushes_to_ecr_before_the_chart() -> None:
     p = dispatch.build_plan("up", profiles.load("eks"))
     text = p.describe()
     for fragment in (
-        "eksctl create cluster --install-nvidia-plugin=false -f -",
+        "eksctl create cluster --install-nvidia-plugin=false --write-kubeconfig=false "
+        "--set-kubeconfig-context=false -f -",
         "aws ecr create-repository",
         "docker push",
         "--platform linux/amd64",
         "helm install-or-upgrade kuberay-operator",
-        "version: 1.7.0",
-        "aws-load-balancer-scheme: internal",
+        f"version: {releases.KUBERAY_VERSION}",
+        "ingressClass: alb",
         "storageclass-gp3.yaml",
     ):
         assert fragment in text, fragment
@@ -104,14 +106,14 @@ def test_eks_up_builds_and_pushes_to_ecr_before_the_chart() -> None:
 
 def test_releases_per_profile() -> None:
     names = {n: {r.name: r for r in releases.releases_for(profiles.load(n))} for n in CLUSTER_PROFILES}
-    assert all(names[n]["kuberay-operator"].version == "1.7.0" for n in CLUSTER_PROFILES)
+    assert all(names[n]["kuberay-operator"].version == releases.KUBERAY_VERSION for n in CLUSTER_PROFILES)
     assert "nvidia-device-plugin" not in names["kind-cpu"]
     assert names["kind-gpu"]["nvidia-device-plugin"].values["gfd"] == {"enabled": True}
     assert names["kind-gpu"]["nvidia-device-plugin"].values["runtimeClassName"] == "nvidia"
     assert "runtimeClassName" not in names["eks"]["nvidia-device-plugin"].values
     assert "aws-load-balancer-controller" in names["eks"] and "aws-load-balancer-controller" not in names["kind-cpu"]
     owners = [r.name for r in releases.releases_for(profiles.load("eks")) if r.owns_load_balancer]
-    assert owners == ["jupyterhub", "ingress-nginx"]
+    assert owners == ["jupyterhub"]  # the app's ALB belongs to our chart's Ingress, uninstalled first
     assert releases.releases_for(profiles.load("local")) == []
     for release in names["eks"].values():
         assert set(release.to_dict()) == {"name", "namespace", "chart", "repo", "version", "values"}
@@ -156,14 +158,16 @@ def test_eksctl_config_gpu_nodegroup() -> None:
     assert config["metadata"] == {
         "name": "dogbooth",
         "region": "eu-west-1",
-        "version": "1.33",
-        "tags": {"app.kubernetes.io/part-of": "dogbooth"},
+        "version": "1.35",
+        "tags": {"app.kubernetes.io/part-of": "dogbooth", "karpenter.sh/discovery": "dogbooth"},
     }
-    system, gpu = config["managedNodeGroups"]
+    (system,) = config["managedNodeGroups"]  # GPU nodes come from Karpenter (tests/test_eks.py)
     assert "taints" not in system and system["instanceType"] == "m6i.xlarge"
+    fixed = settings.model_copy(update={"karpenter": settings.karpenter.model_copy(update={"enabled": False})})
+    _, gpu = eksctl.eksctl_config(fixed, eks_target(fixed, env={}))["managedNodeGroups"]
     assert gpu["instanceType"] == "g5.xlarge" and gpu["amiFamily"] == "AmazonLinux2023"
     assert gpu["taints"] == [{"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}]
-    assert {a["name"] for a in config["addons"]} == {"aws-ebs-csi-driver", "eks-pod-identity-agent"}
+    assert {a["name"] for a in config["addons"]} == {"vpc-cni", "aws-ebs-csi-driver", "eks-pod-identity-agent"}
     association = config["iam"]["podIdentityAssociations"][0]
     assert association["wellKnownPolicies"] == {"awsLoadBalancerController": True}
     irsa = eksctl.eksctl_config(settings.model_copy(update={"lb_controller_iam": "irsa"}), eks_target(settings, env={}))
@@ -220,7 +224,7 @@ def test_dry_runs_need_no_tools_and_no_credentials(tmp_path: Path) -> None:
     down = _run_cli("down", "--profile", "eks", "--dry-run", env_path=str(tmp_path))
     assert down.returncode == 0, down.stderr
     assert (
-        down.stdout.index("helm uninstall ingress-nginx")
+        down.stdout.index("helm uninstall dogbooth")
         < down.stdout.index("[lb-wait]")
         < down.stdout.index("eksctl delete cluster")
     )

@@ -2,6 +2,10 @@
 
 Nothing here talks to AWS while a plan is built, so `--dry-run` works without credentials; the
 account id and VPC id are looked up by the first steps of a real run.
+
+~/.kube/config is never touched: every kubectl and helm call names dogbooth's private kubeconfig
+(kubesteps.kube_target), `eksctl create cluster` writes none, and every eksctl call runs with
+KUBECONFIG pointing at the private file (`eksctl delete cluster` edits whatever that names).
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from collections.abc import Callable
 from dogbooth.core.errors import BringUpError, CommandFailed
 from dogbooth.core.paths import REPO_ROOT
 from dogbooth.core.polling import poll
-from dogbooth.platforms import ecr
+from dogbooth.platforms import ecr, ekskarpenter
 from dogbooth.platforms import plan as p
+from dogbooth.platforms.ekskarpenter import eksctl_env, kubectl, private_kubeconfig
 from dogbooth.platforms.kubesteps import (
     LB_TAG,
     LB_TIMEOUT_S,
@@ -36,6 +41,11 @@ from dogbooth.settings.profiles import Profile
 log = logging.getLogger("dogbooth.platforms.eks")
 # eksctl would install its own NVIDIA device plugin on GPU nodegroups; ours comes from Helm with GFD.
 NO_PLUGIN = "--install-nvidia-plugin=false"
+# `create cluster` would write ~/.kube/config and switch its current context (both default to true).
+NO_KUBECONFIG = "--write-kubeconfig=false --set-kubeconfig-context=false"
+# helm uninstall --wait returns once the Ingress is gone, and the Load Balancer Controller's finalizer
+# keeps it until the ALB is deleted; the AWS-side wait below then checks that no load balancer is left.
+APP_WHY = "its Ingress owns the ALB; its pods' gp3 claims go too"
 
 
 def _exists_step(t: EksTarget) -> p.Step:
@@ -55,7 +65,7 @@ def _exists_step(t: EksTarget) -> p.Step:
     return p.python("cluster", f"does EKS cluster {t.name} exist in {t.region}?", ["$ " + " ".join(argv)], check)
 
 
-def _eksctl(title: str, verb: str, config: str, only_if: str, *, first: bool = False) -> p.Step:
+def _eksctl(profile: Profile, title: str, verb: str, config: str, only_if: str, *, first: bool = False) -> p.Step:
     label = "generated eksctl ClusterConfig (below)" if first else "the same config"
     argv = ["eksctl", *verb.split(), "-f", "-"]
     return p.command(
@@ -67,6 +77,7 @@ def _eksctl(title: str, verb: str, config: str, only_if: str, *, first: bool = F
         show_input=first,
         stream=True,
         only_if=only_if,
+        env=eksctl_env(profile),
     )
 
 
@@ -104,26 +115,30 @@ def _cluster_steps(profile: Profile, t: EksTarget) -> list[p.Step]:
         p.command("cluster", "caller identity (fails fast without AWS credentials)", whoami, capture="account"),
         _exists_step(t),
         _eksctl(
-            "create the cluster (~20 min)",
-            f"create cluster {NO_PLUGIN}",
+            profile,
+            "create the cluster, and Karpenter with it (~20 min; ~/.kube/config is left alone)",
+            f"create cluster {NO_PLUGIN} {NO_KUBECONFIG}",
             config,
             "cluster_missing",
             first=True,
         ),
         _eksctl(
-            "upgrade the control plane if the profile's version is newer",
+            profile,
+            "upgrade the control plane if the profile's version is newer (one minor per run)",
             "upgrade cluster --approve",
             config,
             "cluster_exists",
         ),
         _eksctl(
+            profile,
             "create nodegroups new in the profile (existing ones are kept)",
             f"create nodegroup {NO_PLUGIN}",
             config,
             "cluster_exists",
         ),
         _eksctl(
-            "update the EKS add-ons (EBS CSI driver, pod identity agent)",
+            profile,
+            "update the EKS add-ons (VPC CNI with network policy, EBS CSI driver, pod identity agent)",
             "update addon",
             config,
             "cluster_exists",
@@ -161,14 +176,7 @@ def up(profile: Profile) -> p.Plan:
         f"${{account}}.dkr.ecr.{t.region}.amazonaws.com/{eks.ecr_repository}:"
         f"{settings(profile).image.tag}-{source_hash()}"
     )
-    storage_class = [
-        "kubectl",
-        "--kubeconfig",
-        str(kube_target(profile).kubeconfig),
-        "apply",
-        "-f",
-        str(eksctl.GP3_STORAGE_CLASS.relative_to(REPO_ROOT)),
-    ]
+    storage_class = kubectl(profile, "apply", "-f", str(eksctl.GP3_STORAGE_CLASS.relative_to(REPO_ROOT)))
     releases = releases_for(profile)
     platform = [r for r in releases if r.phase == "platform"]
     steps = [
@@ -176,6 +184,7 @@ def up(profile: Profile) -> p.Plan:
         *ecr.steps(profile, t, eks.ecr_repository, image),
         *[p.install(r) for r in platform],
         p.command("platform", "gp3 StorageClass, encrypted, the default", storage_class),
+        *ekskarpenter.apply_steps(profile, t),
         *[p.install(r) for r in releases if r not in platform],
     ]
     if settings(profile).api_key.enabled:
@@ -184,17 +193,22 @@ def up(profile: Profile) -> p.Plan:
         steps.append(hub_admin)  # the hub mounts it and reads it at each admin login
     internal = profile.cluster is not None and profile.cluster.addons.ingress_internal
     note = (
-        "the NLB is internal: call it from inside the VPC or port-forward svc/ingress-nginx-controller"
+        f"the ALB is internal: call it from inside the VPC, or port-forward Serve itself: kubectl --kubeconfig "
+        f"{private_kubeconfig(profile)} -n {settings(profile).namespace} port-forward svc/{RELEASE_NAME}-serve-svc "
+        f"{profile.serve.http_port} (then http://127.0.0.1:{profile.serve.http_port}/imagine)"
         if internal
-        else "the NLB is internet-facing; the API key guards /imagine"
+        else "the ALB is internet-facing; the API key guards /imagine"
     )
     steps += [
         p.install(app_release(profile, image), chart_path=CHART_DIR),
         *wait_steps(profile, scheme_note=note),
     ]
     notes = (
-        f"cluster {t.name} in {t.region}; ${{account}} and ${{vpc_id}} are looked up at run time",
+        f"cluster {t.name} in {t.region}, Kubernetes {eks.kubernetes_version}; ${{account}} and ${{vpc_id}} are "
+        "looked up at run time",
         f"image {image}",
+        f"kubeconfig: {private_kubeconfig(profile)} for every kubectl and helm call (--kubeconfig) and as "
+        "KUBECONFIG for eksctl; ~/.kube/config is not written",
     )
     return p.Plan("cloud", profile.name, tuple(steps), notes)
 
@@ -267,7 +281,7 @@ def down(profile: Profile) -> p.Plan:
     steps = [
         _exists_step(t),
         _kubeconfig_step(profile, t, only_if=gate),
-        p.uninstall("app", RELEASE_NAME, settings(profile).namespace, why="its pods' gp3 claims go too", only_if=gate),
+        p.uninstall("app", RELEASE_NAME, settings(profile).namespace, why=APP_WHY, only_if=gate),
         *[p.uninstall(r.phase, r.name, r.namespace, why="its Service owns an NLB", only_if=gate) for r in owners],
         p.python(
             "lb-wait",
@@ -282,6 +296,7 @@ def down(profile: Profile) -> p.Plan:
             [lb_query],
             lambda ctx: _aws_lbs_gone(ctx, t),
         ),
+        *ekskarpenter.teardown_steps(profile, gate),
         p.python(
             "volumes-wait",
             "wait until the EBS volumes are released",
@@ -295,6 +310,7 @@ def down(profile: Profile) -> p.Plan:
             delete,
             stream=True,
             only_if=gate,
+            env=eksctl_env(profile),  # it removes the cluster's context from $KUBECONFIG: ours, not ~/.kube/config
         ),
     ]
     notes = (

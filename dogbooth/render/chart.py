@@ -18,7 +18,7 @@ from dogbooth.core.names import NAMESPACE, RELEASE_NAME
 from dogbooth.core.paths import REPO_ROOT
 from dogbooth.render import jupyterhub, k8svalidate
 from dogbooth.render.argo import workflow_values
-from dogbooth.render.releases import releases_for
+from dogbooth.render.releases import ALB_INGRESS_CLASS, ingress_controller, releases_for
 from dogbooth.render.serveconfig import serve_config
 from dogbooth.settings.chart import ChartSettings
 from dogbooth.settings.profiles import Profile
@@ -47,6 +47,23 @@ def _split_image(image: str) -> tuple[str, str]:
 
 def _resources(r: Any) -> dict[str, Any]:
     return r.model_dump()
+
+
+def _ingress(profile: Profile) -> dict[str, Any]:
+    """Our Ingress: ingress-nginx's class on kind; on eks the AWS Load Balancer Controller's (an ALB)."""
+    ingress, controller = settings(profile).ingress, ingress_controller(profile)
+    if controller == "alb" and ingress.class_name != ALB_INGRESS_CLASS:
+        raise ProfileError(
+            f"{profile.source}: chart.ingress.class_name: must be {ALB_INGRESS_CLASS} on eks, the IngressClass "
+            "of the AWS Load Balancer Controller (no other ingress controller is installed there)"
+        )
+    return {
+        "enabled": ingress.enabled,
+        "className": ingress.class_name,
+        "host": ingress.host or "",
+        "controller": controller,
+        "internal": profile.cluster is not None and profile.cluster.addons.ingress_internal,
+    }
 
 
 def chart_values(profile: Profile, *, image: str | None = None, code_revision: str = "image") -> dict[str, Any]:
@@ -78,11 +95,7 @@ def chart_values(profile: Profile, *, image: str | None = None, code_revision: s
             "accessMode": cache.access_mode,
             "mountPath": cache.mount_path,
         },
-        "ingress": {
-            "enabled": c.ingress.enabled,
-            "className": c.ingress.class_name,
-            "host": c.ingress.host or "",
-        },
+        "ingress": _ingress(profile),
         "apiKey": {
             "enabled": c.api_key.enabled,
             "envName": profile.serve.app.api_key_env,

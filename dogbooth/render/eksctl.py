@@ -1,12 +1,15 @@
 """The eksctl ClusterConfig, generated from a profile's `cluster.eks` section (the one source).
 
-A CPU system nodegroup, a tainted G5 nodegroup on the AL2023 NVIDIA AMI, the EBS CSI driver add-on
-and IAM for the AWS Load Balancer Controller. deploy/eks/eksctl-eks.yaml is a snapshot of it, kept
-current by tests/test_plans.py.
+A CPU system nodegroup; GPU nodes from Karpenter (dogbooth/render/karpenter.py), which eksctl
+installs with its IAM and interruption queue, or, with Karpenter off, a tainted G5 nodegroup on the
+AL2023 NVIDIA AMI. Add-ons: the VPC CNI with its network policy agent on, the EBS CSI driver; IAM
+for the AWS Load Balancer Controller. deploy/eks/eksctl-eks.yaml is a snapshot of it, kept current
+by tests/test_plans.py.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from dogbooth.core.names import GPU_NODE_LABEL
@@ -15,6 +18,10 @@ from dogbooth.settings.cluster import EksSettings, EksTarget, NodeGroup
 
 GP3_STORAGE_CLASS = REPO_ROOT / "deploy" / "eks" / "storageclass-gp3.yaml"
 LB_CONTROLLER_SA = ("kube-system", "aws-load-balancer-controller")
+DISCOVERY_TAG = "karpenter.sh/discovery"  # Karpenter finds the subnets and security groups by it
+POOL_LABEL = "dogbooth.io/pool"  # system or gpu: what our pods' nodeSelectors name
+# The VPC CNI's policy agent is off by default: without it NetworkPolicy objects exist but block nothing.
+VPC_CNI_CONFIG = {"enableNetworkPolicy": "true"}
 
 
 def _nodegroup(group: NodeGroup, labels: dict[str, str]) -> dict[str, Any]:
@@ -27,7 +34,7 @@ def _nodegroup(group: NodeGroup, labels: dict[str, str]) -> dict[str, Any]:
         "maxSize": group.max_size,
         "volumeSize": group.volume_size_gb,
         "volumeType": "gp3",
-        "privateNetworking": True,  # nodes get no public IPs; the NLB and NAT carry traffic
+        "privateNetworking": True,  # nodes get no public IPs; the load balancers and NAT carry traffic
         "labels": labels,
     }
 
@@ -35,7 +42,7 @@ def _nodegroup(group: NodeGroup, labels: dict[str, str]) -> dict[str, Any]:
 def _lb_controller_iam(eks: EksSettings) -> dict[str, Any]:
     namespace, name = LB_CONTROLLER_SA
     if eks.lb_controller_iam == "pod-identity":
-        return {
+        iam: dict[str, Any] = {
             "podIdentityAssociations": [
                 {
                     "namespace": namespace,
@@ -45,6 +52,9 @@ def _lb_controller_iam(eks: EksSettings) -> dict[str, Any]:
                 }
             ]
         }
+        if eks.karpenter.enabled:
+            iam["withOIDC"] = True  # eksctl gives Karpenter's controller its role through IRSA only
+        return iam
     return {
         "withOIDC": True,
         "serviceAccounts": [
@@ -57,30 +67,50 @@ def _lb_controller_iam(eks: EksSettings) -> dict[str, Any]:
 
 
 def _addons(eks: EksSettings) -> list[dict[str, Any]]:
+    # Naming vpc-cni replaces eksctl's default add-on of that name; OVERWRITE (the EKS API's value,
+    # which eksctl passes on as given) lets `eksctl update addon` turn the policy agent on in a
+    # cluster made before it was.
+    vpc_cni = {"name": "vpc-cni", "configurationValues": json.dumps(VPC_CNI_CONFIG), "resolveConflicts": "OVERWRITE"}
     ebs: dict[str, Any] = {"name": "aws-ebs-csi-driver"}
     if eks.lb_controller_iam == "pod-identity":
         ebs["useDefaultPodIdentityAssociations"] = True
-        return [{"name": "eks-pod-identity-agent"}, ebs]
+        return [vpc_cni, {"name": "eks-pod-identity-agent"}, ebs]
     ebs["wellKnownPolicies"] = {"ebsCSIController": True}
-    return [ebs]
+    return [vpc_cni, ebs]
+
+
+def _gpu_nodegroup(eks: EksSettings) -> dict[str, Any]:
+    gpu = eks.gpu_nodegroup
+    group = _nodegroup(gpu, {POOL_LABEL: "gpu", GPU_NODE_LABEL: "true"})
+    group["amiFamily"] = gpu.ami_family  # a GPU instance type makes eksctl pick the NVIDIA variant
+    group["taints"] = [gpu.taint.model_dump()]
+    return group
 
 
 def eksctl_config(eks: EksSettings, target: EksTarget) -> dict[str, Any]:
     """The ClusterConfig for `eksctl create cluster -f`; name and region come from `target`."""
-    gpu = eks.gpu_nodegroup
-    gpu_group = _nodegroup(gpu, {"dogbooth.io/pool": "gpu", GPU_NODE_LABEL: "true"})
-    gpu_group["amiFamily"] = gpu.ami_family  # a GPU instance type makes eksctl pick the NVIDIA variant
-    gpu_group["taints"] = [gpu.taint.model_dump()]
-    return {
+    tags = {"app.kubernetes.io/part-of": "dogbooth"}
+    groups = [_nodegroup(eks.system_nodegroup, {POOL_LABEL: "system"})]
+    if eks.karpenter.enabled:
+        # eksctl copies this tag onto the private subnets and the node security groups it makes.
+        tags[DISCOVERY_TAG] = target.name
+    else:
+        groups.append(_gpu_nodegroup(eks))
+    config: dict[str, Any] = {
         "apiVersion": "eksctl.io/v1alpha5",
         "kind": "ClusterConfig",
         "metadata": {
             "name": target.name,
             "region": target.region,
             "version": eks.kubernetes_version,
-            "tags": {"app.kubernetes.io/part-of": "dogbooth"},
+            "tags": tags,
         },
         "iam": _lb_controller_iam(eks),
         "addons": _addons(eks),
-        "managedNodeGroups": [_nodegroup(eks.system_nodegroup, {"dogbooth.io/pool": "system"}), gpu_group],
+        "managedNodeGroups": groups,
     }
+    if eks.karpenter.enabled:
+        # eksctl always points the chart at an interruption queue named after the cluster; this
+        # creates it (with the spot, rebalance, health and state-change rules).
+        config["karpenter"] = {"version": eks.karpenter.version, "withSpotInterruptionQueue": True}
+    return config

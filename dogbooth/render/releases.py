@@ -1,12 +1,15 @@
 """The add-on Helm releases each profile gets, with pinned chart versions, in install order.
 
-The order matters: the AWS Load Balancer Controller must run before ingress-nginx asks for an NLB
-(and must outlive it on teardown, or the NLB is stranded); monitoring brings the ServiceMonitor
-CRD the operator's metrics use; KubeRay's CRDs must exist before our chart's RayService.
+The order matters: on eks the AWS Load Balancer Controller must run before our chart's Ingress
+asks for an ALB and JupyterHub's Service for an NLB (and must outlive both on teardown, or they are
+stranded); monitoring brings the ServiceMonitor CRD the operator's metrics use; KubeRay's CRDs must
+exist before our chart's RayService. ingress-nginx is a kind-only release: upstream retired it, and
+on eks the Load Balancer Controller is the ingress controller.
 
-What is not a Helm release on eks: the EBS CSI driver and the Pod Identity agent are EKS add-ons in
-the eksctl ClusterConfig (AWS patches them with the cluster), and the IAM role of the Load Balancer
-Controller is an eksctl pod identity association (or IRSA service account). See docs/eks.md.
+What is not a Helm release on eks: the VPC CNI, the EBS CSI driver and the Pod Identity agent are
+EKS add-ons in the eksctl ClusterConfig (AWS patches them with the cluster); Karpenter is installed
+by eksctl's `karpenter:` section; the IAM role of the Load Balancer Controller is an eksctl pod
+identity association (or IRSA service account). See docs/eks.md.
 """
 
 from __future__ import annotations
@@ -18,12 +21,15 @@ from typing import Any
 from dogbooth.core.names import GPU_NODE_LABEL, KUBERAY_NAMESPACE, NAMESPACE
 from dogbooth.render import argo, jupyterhub
 from dogbooth.render.eksctl import LB_CONTROLLER_SA
-from dogbooth.settings.cluster import ClusterSettings, EksSettings, KindSettings, eks_target
+from dogbooth.settings.cluster import ClusterSettings, KindSettings, eks_target
 from dogbooth.settings.profiles import Profile
 
-KUBERAY_VERSION = "1.7.0"
+KUBERAY_VERSION = "1.7.1"  # the 1.7 bug-fix release
+INGRESS_NGINX_VERSION = "4.15.1"  # kind only; controller v1.15.1, the newest chart (tag helm-chart-4.15.1)
+LB_CONTROLLER_VERSION = "1.17.1"  # eks-charts; controller v2.17.1 (url-rewrite transforms since v2.14.1)
 INGRESS_NAMESPACE = "ingress-nginx"
 INGRESS_CLASS = "nginx"
+ALB_INGRESS_CLASS = "alb"  # the IngressClass the Load Balancer Controller's chart creates
 MONITORING_NAMESPACE = "monitoring"
 
 # Filled in at install time from the step that looked it up (cluster.py), shown as-is in dry runs.
@@ -66,13 +72,16 @@ def _lb_controller(profile: Profile, cluster: ClusterSettings) -> Release | None
         "serviceAccount": {"create": False, "name": sa},  # eksctl made it, bound to the IAM role
         "replicaCount": 2,
         "nodeSelector": {"dogbooth.io/pool": "system"},
+        # Our chart's Ingress names this class (ingress_controller below): an ALB per Ingress.
+        "ingressClass": ALB_INGRESS_CLASS,
+        "createIngressClassResource": True,
     }
     return Release(
         "aws-load-balancer-controller",
         namespace,
         "aws-load-balancer-controller",
         "https://aws.github.io/eks-charts",
-        "1.17.1",
+        LB_CONTROLLER_VERSION,
         values,
         phase="platform",
     )
@@ -170,40 +179,21 @@ def _ingress_values_kind(kind: KindSettings) -> dict[str, Any]:
     }
 
 
-def _ingress_values_eks(eks: EksSettings, internal: bool) -> dict[str, Any]:
-    annotations = {
-        # Handled by the AWS Load Balancer Controller (not the legacy in-tree provider): an NLB
-        # with IP targets, internal unless the profile says otherwise.
-        "service.beta.kubernetes.io/aws-load-balancer-type": "external",
-        "service.beta.kubernetes.io/aws-load-balancer-nlb-target-type": "ip",
-        "service.beta.kubernetes.io/aws-load-balancer-scheme": "internal" if internal else "internet-facing",
-    }
-    return {
-        "controller": {
-            "replicaCount": 2,
-            "service": {"type": "LoadBalancer", "annotations": annotations},
-            "nodeSelector": {"dogbooth.io/pool": "system"},
-            "ingressClassResource": {"name": INGRESS_CLASS},
-            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
-        }
-    }
+def ingress_controller(profile: Profile) -> str:
+    """Which controller serves our chart's Ingress: `alb` (AWS Load Balancer Controller) on eks, else `nginx`."""
+    return "alb" if profile.platform == "eks" else "nginx"
 
 
-def _ingress(profile: Profile, cluster: ClusterSettings) -> Release:
-    if cluster.kind is not None:
-        values, owns_lb = _ingress_values_kind(cluster.kind), False
-    elif cluster.eks is not None:
-        values, owns_lb = _ingress_values_eks(cluster.eks, cluster.addons.ingress_internal), True
-    else:
-        raise ValueError(f"profile {profile.name}: cluster has neither a kind nor an eks section")
+def _ingress(profile: Profile, cluster: ClusterSettings) -> Release | None:
+    if cluster.kind is None:
+        return None  # eks: the Load Balancer Controller above serves the Ingress with an ALB
     return Release(
         "ingress-nginx",
         INGRESS_NAMESPACE,
         "ingress-nginx",
         "https://kubernetes.github.io/ingress-nginx",
-        "4.14.1",
-        values,
-        owns_load_balancer=owns_lb,
+        INGRESS_NGINX_VERSION,
+        _ingress_values_kind(cluster.kind),
         phase="ingress",
     )
 
@@ -227,7 +217,7 @@ def _jupyterhub(profile: Profile, cluster: ClusterSettings) -> Release | None:
                    jupyterhub.CHART_VERSION, values, owns_load_balancer=owns_lb)  # fmt: skip
 
 
-# Install order: JupyterHub and Argo Workflows after the operator, before ingress-nginx.
+# Install order: JupyterHub and Argo Workflows after the operator, before ingress-nginx (kind).
 _BUILDERS: tuple[Callable[[Profile, ClusterSettings], Release | None], ...] = (
     _lb_controller,
     _monitoring,

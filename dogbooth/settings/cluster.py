@@ -20,6 +20,9 @@ from dogbooth.core.names import DNS_LABEL
 from dogbooth.settings.chart import quantity
 
 _KIND_NAME_MAX = 40  # kind cluster and ctlptl registry names become container and context names
+# EKS bills extended support for a minor past its 14 months of standard support; 1.33's ended on
+# 2026-07-29 (docs/eks.md). Older minors are refused so no new cluster starts on the surcharge.
+EKS_OLDEST_MINOR = 34
 
 
 class KindSettings(Strict):
@@ -109,7 +112,13 @@ class Taint(Strict):
 
 
 class GpuNodeGroup(NodeGroup):
-    """G5 (A10G, 24 GB) nodes: only pods that tolerate the taint and request nvidia.com/gpu land here."""
+    """G5 (A10G, 24 GB) nodes: only pods that tolerate the taint and request nvidia.com/gpu land here.
+
+    With Karpenter (cluster.eks.karpenter.enabled) eksctl makes no such nodegroup: instance_type,
+    volume_size_gb and taint shape Karpenter's GPU NodePool (whose limit is gpu_pool_size), and
+    max_size is the node count the quota preflight (`nox -s doctor`) sizes for; min_size and
+    desired_size are then unused.
+    """
 
     name: str = "gpu-g5"
     instance_type: str = Field("g5.xlarge", pattern=r"^g5\.(\d+)?xlarge$", description="g5.xlarge .. g5.48xlarge")
@@ -122,6 +131,45 @@ class GpuNodeGroup(NodeGroup):
     taint: Taint = Taint()
 
 
+class KarpenterSettings(Strict):
+    """Karpenter adds nodes for pending pods and removes idle ones (dogbooth/render/karpenter.py).
+
+    eksctl installs it when it creates the cluster (its `karpenter:` section: controller IAM role,
+    node role and instance profile, interruption queue, Helm chart); the NodePools come from the plan.
+    """
+
+    enabled: bool = Field(True, description="false: a fixed-size managed GPU nodegroup instead (gpu_nodegroup)")
+    # 1.14.1: the newest release; Karpenter's compatibility matrix needs >= 1.9 for Kubernetes 1.35,
+    # and ../shared/karpenter-crds (what the tests validate against) are this release's CRDs.
+    version: str = Field("1.14.1", pattern=r"^\d+\.\d+\.\d+$", description="Karpenter Helm chart eksctl installs")
+    ami_alias: str = Field(
+        "al2023@latest",
+        pattern=r"^al2023@(latest|v\d{8})$",
+        description="EC2NodeClass AMI: latest follows AWS releases (nodes drift, one GPU node at a time); "
+        "al2023@vYYYYMMDD pins one",
+    )
+    gpu_instance_types: list[str] = Field(
+        default_factory=lambda: ["g5.xlarge", "g6.xlarge"],
+        min_length=1,
+        description="single-GPU G5 (A10G) / G6 (L4) types the GPU NodePool may launch, one worker pod each",
+    )
+    cpu_instance_types: list[str] = Field(
+        default_factory=lambda: ["m6i.xlarge", "m7i.xlarge"],
+        min_length=1,
+        description="CPU NodePool types: overflow for the system pods when the system nodegroup is full",
+    )
+    cpu_limit: int = Field(16, ge=1, description="vCPUs the CPU NodePool may add in all")
+
+    @field_validator("gpu_instance_types")
+    @classmethod
+    def _single_gpu_types(cls, v: list[str]) -> list[str]:
+        # xlarge .. 16xlarge of G5 and G6 carry one GPU each, so the NodePool's GPU limit is also its node limit.
+        bad = [t for t in v if not re.match(r"^g[56]\.(2|4|8|16)?xlarge$", t)]
+        if bad:
+            raise ValueError(f"{bad}: only the single-GPU sizes g5/g6 .xlarge to .16xlarge")
+        return v
+
+
 class EksSettings(Strict):
     """An EKS cluster made by eksctl from the ClusterConfig generated in dogbooth/render/clusterconfig.py."""
 
@@ -129,7 +177,8 @@ class EksSettings(Strict):
     region: str | None = Field(
         None, description="AWS region; env DOGBOOTH_EKS_REGION overrides, AWS_REGION fills it when null"
     )
-    kubernetes_version: str = Field("1.33", pattern=r"^1\.\d+$")
+    # 1.35: the newest minor eksctl 0.230 names (pkg/apis/eksctl.io/v1alpha5/types.go), in standard support.
+    kubernetes_version: str = Field("1.35", pattern=r"^1\.\d+$", description=f"1.{EKS_OLDEST_MINOR} or newer")
     system_nodegroup: NodeGroup = NodeGroup(
         name="system", instance_type="m6i.xlarge", min_size=2, desired_size=2, max_size=3, volume_size_gb=50
     )
@@ -138,6 +187,7 @@ class EksSettings(Strict):
     lb_controller_iam: Literal["pod-identity", "irsa"] = Field(
         "pod-identity", description="how the AWS Load Balancer Controller gets its IAM role"
     )
+    karpenter: KarpenterSettings = Field(default_factory=KarpenterSettings)
 
     @field_validator("name")
     @classmethod
@@ -145,6 +195,26 @@ class EksSettings(Strict):
         if not re.match(r"^[a-zA-Z][-a-zA-Z0-9]{0,99}$", v):
             raise ValueError("EKS names start with a letter and hold letters, digits and '-'")
         return v
+
+    @field_validator("kubernetes_version")
+    @classmethod
+    def _standard_support(cls, v: str) -> str:
+        if int(v.split(".")[1]) < EKS_OLDEST_MINOR:
+            raise ValueError(
+                f"{v} is past EKS standard support, so the cluster would be billed extended support; "
+                f"use 1.{EKS_OLDEST_MINOR} or newer (docs/eks.md, Kubernetes version)"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _gpu_type_in_pool(self) -> EksSettings:
+        # The preflight checks gpu_nodegroup.instance_type's offering and quota: it must be one Karpenter may use.
+        if self.karpenter.enabled and self.gpu_nodegroup.instance_type not in self.karpenter.gpu_instance_types:
+            raise ValueError(
+                f"gpu_nodegroup.instance_type {self.gpu_nodegroup.instance_type} is not in "
+                f"karpenter.gpu_instance_types {self.karpenter.gpu_instance_types}"
+            )
+        return self
 
 
 class JupyterHubSettings(Strict):
@@ -167,6 +237,9 @@ class JupyterHubSettings(Strict):
     load_balancer: Literal["internal", "internet-facing", "none"] = Field(
         "internal", description="eks: the hub's proxy Service as an internal or public NLB; none = ClusterIP"
     )
+    max_gpu_servers: int = Field(
+        1, ge=0, description="eks + Karpenter, gpu: GPU servers at once the GPU NodePool's limit makes room for"
+    )
 
     @model_validator(mode="after")
     def _auth_complete(self) -> JupyterHubSettings:
@@ -179,9 +252,19 @@ class Addons(Strict):
     """Optional add-ons."""
 
     monitoring: bool = Field(False, description="kube-prometheus-stack, so Serve metrics are scraped")
-    ingress_internal: bool = Field(True, description="eks: the ingress NLB is internal (VPC only)")
+    ingress_internal: bool = Field(True, description="eks: the ALB of the app's Ingress is internal (VPC only)")
     argo_workflows: bool = Field(False, description="Argo Workflows + the dogbooth-finetune WorkflowTemplate")
     jupyterhub: JupyterHubSettings = Field(default_factory=JupyterHubSettings)
+
+
+def gpu_pool_size(worker_gpus: int, worker_max_replicas: int, addons: Addons) -> int:
+    """GPUs the eks GPU pool must hold at most: every Ray GPU worker's, plus the JupyterHub GPU servers.
+
+    The one place the number is made: Karpenter's GPU NodePool limit (render/karpenter.py) reads it.
+    """
+    hub = addons.jupyterhub
+    notebooks = hub.max_gpu_servers if hub.enabled and hub.gpu else 0
+    return worker_gpus * worker_max_replicas + notebooks
 
 
 class ClusterSettings(Strict):
