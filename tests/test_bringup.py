@@ -71,8 +71,8 @@ KIND_CPU_TOOLS = {
     "docker": "Docker version 27.3.1, build x",
     "kind": "kind version 0.31.0",
     "ctlptl": "v0.8.44, built 2025-12-01",
-    "kubectl": "Client Version: v1.33.1",
-    "helm": "v3.18.4+gd80839c",
+    "kubectl": "Client Version: v1.34.7",
+    "helm": "v3.20.2+g1f8d8d4",
     "tilt": "v0.35.0, built 2025-05-01",
 }
 

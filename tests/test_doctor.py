@@ -333,12 +333,13 @@ def test_the_gpu_driver_is_checked_against_the_images_cuda() -> None:
 
 
 def test_eks_identity_offering_and_both_quotas_from_recorded_aws_answers() -> None:
-    p = probe(aws_answers(gpu_quota=16, standard_quota=32), have=["aws"])
+    # Karpenter's GPU NodePool may grow to 5 single-GPU nodes: 4 serve workers + 1 notebook server.
+    p = probe(aws_answers(gpu_quota=20, standard_quota=32), have=["aws"])
     rows = rows_of("eks", p)
     assert rows["aws identity"].found == "account 123456789012 as arn:aws:iam::123456789012:user/dev"
     assert rows["ec2 offering"].found == "g5.xlarge, m6i.xlarge offered in us-west-2"
     assert rows["ec2 quota gpu-g5"].found == (
-        "L-DB2E81BA 16 vCPUs >= nodegroup gpu-g5 max 4 x 4 vCPUs (g5.xlarge) = 16 "
+        "L-DB2E81BA 20 vCPUs >= nodegroup gpu-g5 max 5 x 4 vCPUs (g5.xlarge) = 20 "
         "(other running instances in us-west-2 count too)"
     )
     assert rows["ec2 quota system"].found.startswith("L-1216C47A 32 vCPUs >= nodegroup system max 3 x 4 vCPUs")
@@ -350,9 +351,9 @@ def test_eks_identity_offering_and_both_quotas_from_recorded_aws_answers() -> No
 def test_a_short_quota_fails_with_the_command_and_the_console_link_to_raise_it() -> None:
     rows = rows_of("eks", probe(aws_answers(gpu_quota=0, standard_quota=5), have=["aws"]))
     assert rows["ec2 quota gpu-g5"].fix == (
-        "L-DB2E81BA (Running On-Demand G and VT instances) is 0 vCPUs in us-west-2, below nodegroup gpu-g5 max 4 "
-        "x 4 vCPUs (g5.xlarge) = 16: raise it with `aws service-quotas request-service-quota-increase "
-        "--service-code ec2 --quota-code L-DB2E81BA --desired-value 16 --region us-west-2` or at "
+        "L-DB2E81BA (Running On-Demand G and VT instances) is 0 vCPUs in us-west-2, below nodegroup gpu-g5 max 5 "
+        "x 4 vCPUs (g5.xlarge) = 20: raise it with `aws service-quotas request-service-quota-increase "
+        "--service-code ec2 --quota-code L-DB2E81BA --desired-value 20 --region us-west-2` or at "
         "https://us-west-2.console.aws.amazon.com/servicequotas/home/services/ec2/quotas/L-DB2E81BA"
     )
     standard = rows["ec2 quota system"].fix or ""

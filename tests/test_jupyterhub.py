@@ -13,6 +13,7 @@ import yaml
 
 from dogbooth.core.paths import REPO_ROOT
 from dogbooth.platforms import kubesteps
+from dogbooth.platforms.helm import KubeTarget
 from dogbooth.render import chart, jupyterhub, k8svalidate
 from dogbooth.render.releases import releases_for
 from dogbooth.settings import profiles
@@ -177,9 +178,9 @@ def test_admin_password_is_generated_into_a_secret_once() -> None:
     passwords = []
     for _ in range(2):  # two clusters
         kube = _FakeKube()
-        step.action(SimpleNamespace(kube=kube))  # type: ignore[arg-type]
+        step.action(SimpleNamespace(kube=kube, target=KubeTarget(context="kind-dogbooth")))  # type: ignore[arg-type]
         first = dict(kube.secrets)
-        step.action(SimpleNamespace(kube=kube))  # type: ignore[arg-type]  # a re-run keeps the password
+        step.action(SimpleNamespace(kube=kube, target=KubeTarget()))  # type: ignore[arg-type]  # a re-run keeps it
         assert kube.secrets == first
         (value,) = first[(jupyterhub.NAMESPACE, jupyterhub.ADMIN_SECRET)].values()
         passwords.append(value)

@@ -350,9 +350,9 @@ VERSIONS = {
     "docker": "Docker version 27.3.1, build x",
     "kind": "kind version 0.31.0",
     "ctlptl": "v0.8.44",
-    "kubectl": "Client Version: v1.33.1",
-    "helm": "v3.18.4",
-    "eksctl": "0.215.0",
+    "kubectl": "Client Version: v1.34.7",
+    "helm": "v3.20.2",
+    "eksctl": "0.230.0",
     "aws": "aws-cli/2.27.0 Python/3.13",
 }
 

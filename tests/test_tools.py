@@ -58,7 +58,7 @@ def test_one_error_lists_every_missing_or_old_tool_with_hints(bin_dir: Path) -> 
     _tool(bin_dir, "docker", 'echo "Docker version 27.3.1, build x"')
     _tool(bin_dir, "kind", 'echo "kind version 0.20.0"')  # too old
     _tool(bin_dir, "ctlptl", "echo broken >&2; exit 1")  # version unreadable
-    _tool(bin_dir, "kubectl", 'echo "Client Version: v1.33.7"')
+    _tool(bin_dir, "kubectl", 'echo "Client Version: v1.34.7"')
     names = ["docker", "kind", "ctlptl", "kubectl", "helm", "tilt"]
     with pytest.raises(MissingTools) as info:
         tools.require(names, purpose="dev on kind-cpu")
@@ -70,7 +70,7 @@ def test_one_error_lists_every_missing_or_old_tool_with_hints(bin_dir: Path) -> 
 
 
 def test_all_present_and_new_enough_passes(bin_dir: Path) -> None:
-    _tool(bin_dir, "helm", 'test "$1 $2" = "version --short" && echo v3.18.4+gd80839c')
+    _tool(bin_dir, "helm", 'test "$1 $2" = "version --short" && echo v3.20.2+g1f8d8d4')
     _tool(bin_dir, "tilt", 'echo "v0.33.21, built 2024-11-08"')
     assert tools.find_problems(["helm", "tilt"]) == []
     tools.require(["helm", "tilt"])
@@ -174,8 +174,8 @@ def test_dev_picks_kind_cpu_only_when_every_tool_is_new_enough(bin_dir: Path) ->
         "docker": "Docker version 27.3.1, build x",
         "kind": "kind version 0.31.0",
         "ctlptl": "v0.8.44, built 2025-12-01",
-        "kubectl": "Client Version: v1.33.1",
-        "helm": "v3.18.4+gd80839c",
+        "kubectl": "Client Version: v1.34.7",
+        "helm": "v3.20.2+g1f8d8d4",
         "tilt": "v0.35.0, built 2025-05-01",
     }
     for name, text in versions.items():

@@ -61,12 +61,13 @@ TOOLS: dict[str, Tool] = {
         # ctlptl: the first release that knows that kind (docs/kind.md, version matrix).
         Tool("kind", ("--version",), (0, 31), "https://kind.sigs.k8s.io/docs/user/quick-start/#installation"),
         Tool("ctlptl", ("version",), (0, 8, 44), "https://github.com/tilt-dev/ctlptl#how-do-i-install-it"),
-        # kubectl: within one minor of the 1.33 kind node (Kubernetes' skew policy); helm 3.18: the first
-        # whose tested range (Helm's version-skew table) includes Kubernetes 1.33.
-        Tool("kubectl", ("version", "--client"), (1, 32), "https://kubernetes.io/docs/tasks/tools/"),
-        Tool("helm", ("version", "--short"), (3, 18), "https://helm.sh/docs/intro/install/"),
+        # kubectl 1.34: within one minor (Kubernetes' skew policy) of both the 1.33 kind node and eks's
+        # 1.35; helm 3.20: its tested range (Helm's version-skew table) is 1.32 to 1.35, both of them.
+        Tool("kubectl", ("version", "--client"), (1, 34), "https://kubernetes.io/docs/tasks/tools/"),
+        Tool("helm", ("version", "--short"), (3, 20), "https://helm.sh/docs/intro/install/"),
         Tool("tilt", ("version",), (0, 33, 17), "https://docs.tilt.dev/install.html"),
-        Tool("eksctl", ("version",), (0, 210), "https://eksctl.io/installation/"),
+        # eksctl 0.227: the first whose Karpenter IAM policy has ec2:DescribeCapacityReservations.
+        Tool("eksctl", ("version",), (0, 227), "https://eksctl.io/installation/"),
         Tool(
             "aws",
             ("--version",),

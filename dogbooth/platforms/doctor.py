@@ -43,6 +43,7 @@ from dogbooth.platforms.kubesteps import eks_settings, kind_settings, kube_targe
 from dogbooth.render.chart import settings
 from dogbooth.render.clusterconfig import memory_plan
 from dogbooth.render.image import VARIANTS
+from dogbooth.render.karpenter import gpu_limit
 from dogbooth.settings.cluster import eks_target
 from dogbooth.settings.profiles import Profile
 
@@ -107,7 +108,10 @@ def kind_checks(profile: Profile) -> list[Check]:
 def eks_checks(profile: Profile) -> list[Check]:
     eks = eks_settings(profile)
     region = eks_target(eks).region
-    groups = (eks.gpu_nodegroup, eks.system_nodegroup)
+    gpu = eks.gpu_nodegroup
+    if eks.karpenter.enabled:  # its GPU NodePool may start one single-GPU node per GPU of its limit
+        gpu = gpu.model_copy(update={"max_size": gpu_limit(profile)})
+    groups = (gpu, eks.system_nodegroup)
     types = sorted({group.instance_type for group in groups})
     return [
         *docker_checks("eks", VARIANTS[settings(profile).image.variant], None, gpu=False),

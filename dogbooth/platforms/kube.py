@@ -211,7 +211,8 @@ def wait_ingress_address(kube: Kube, namespace: str, *, timeout_s: float) -> str
         lambda: ingress_address(kube.ingresses(namespace)),
         timeout_s=timeout_s,
         on_timeout=lambda: (
-            "  - ingress-nginx has not published an address; on eks check the AWS Load Balancer Controller:"
+            "  - the Ingress has no address yet. kind: is ingress-nginx running (kubectl -n ingress-nginx get pods)?"
+            "\n    eks: the AWS Load Balancer Controller makes the ALB; its log says why it has not:"
             "\n    kubectl -n kube-system logs deploy/aws-load-balancer-controller"
         ),
     )

@@ -182,8 +182,8 @@ def admin_secret_step(profile: Profile) -> p.Step | None:
         if ctx.kube.ensure_secret(NAMESPACE, ADMIN_SECRET, ADMIN_SECRET_KEY, lambda: secrets.token_urlsafe(24)):
             log.info(
                 "created Secret %s/%s with a random JupyterHub admin password (not printed); read it with:\n"
-                "  kubectl -n %s get secret %s -o jsonpath='{.data.%s}' | base64 -d",
-                NAMESPACE, ADMIN_SECRET, NAMESPACE, ADMIN_SECRET, ADMIN_SECRET_KEY,
+                "  kubectl %s -n %s get secret %s -o jsonpath='{.data.%s}' | base64 -d",
+                NAMESPACE, ADMIN_SECRET, " ".join(ctx.target.kubectl_args()), NAMESPACE, ADMIN_SECRET, ADMIN_SECRET_KEY,
             )  # fmt: skip
 
     title = f"JupyterHub admin Secret {NAMESPACE}/{ADMIN_SECRET} (a random password is made if it is missing)"
