@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import make_test_profile
+from faketools import NEW_ENOUGH
 
 from dogbooth.core.errors import BringUpError
 from dogbooth.platforms import devloop, local
@@ -67,14 +68,7 @@ def test_cli_reports_profile_errors_without_a_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-KIND_CPU_TOOLS = {
-    "docker": "Docker version 27.3.1, build x",
-    "kind": "kind version 0.31.0",
-    "ctlptl": "v0.8.44, built 2025-12-01",
-    "kubectl": "Client Version: v1.34.7",
-    "helm": "v3.20.2+g1f8d8d4",
-    "tilt": "v0.35.0, built 2025-05-01",
-}
+KIND_CPU_TOOLS = {name: NEW_ENOUGH[name] for name in ("docker", "kind", "ctlptl", "kubectl", "helm", "tilt")}
 
 
 def test_dev_falls_back_to_local_and_says_why(tmp_path: Path) -> None:

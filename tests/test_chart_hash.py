@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from faketools import only_on_path
 
 from dogbooth.platforms import helm
 from dogbooth.platforms.helm import Helm, KubeTarget
@@ -58,12 +59,8 @@ sys.exit(2)
 
 @pytest.fixture
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    bin_dir, store = tmp_path / "bin", tmp_path / "release.json"
-    bin_dir.mkdir()
-    fake = bin_dir / "helm"
-    fake.write_text(FAKE_HELM.format(python=sys.executable, store=str(store)))
-    fake.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    store = tmp_path / "release.json"
+    only_on_path(tmp_path, monkeypatch, "helm", FAKE_HELM.format(python=sys.executable, store=str(store)))
     return store
 
 

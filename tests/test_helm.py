@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from faketools import only_on_path
 
 from dogbooth.core.errors import CommandFailed
 from dogbooth.core.paths import REPO_ROOT
@@ -46,12 +47,8 @@ sys.exit(2)
 
 @pytest.fixture
 def helm_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    bin_dir, log = tmp_path / "bin", tmp_path / "helm.log"
-    bin_dir.mkdir()
-    helm = bin_dir / "helm"
-    helm.write_text(FAKE_HELM.format(python=sys.executable, log=str(log)))
-    helm.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    log = tmp_path / "helm.log"
+    only_on_path(tmp_path, monkeypatch, "helm", FAKE_HELM.format(python=sys.executable, log=str(log)))
     return log
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from faketools import NEW_ENOUGH
 
 from dogbooth.core.errors import BringUpError, ProfileError
 from dogbooth.core.paths import REPO_ROOT
@@ -346,21 +347,10 @@ def test_http_wait_retries_until_200_and_reports_the_last_answer() -> None:
         server.shutdown()
 
 
-VERSIONS = {
-    "docker": "Docker version 27.3.1, build x",
-    "kind": "kind version 0.31.0",
-    "ctlptl": "v0.8.44",
-    "kubectl": "Client Version: v1.34.7",
-    "helm": "v3.20.2",
-    "eksctl": "0.230.0",
-    "aws": "aws-cli/2.27.0 Python/3.13",
-}
-
-
 def _fake_tools(bin_dir: Path, log: Path, behaviour: dict[str, str]) -> None:
     """Each tool answers its version probe and logs every other call; `behaviour` adds a shell body."""
     bin_dir.mkdir()
-    for name, version in VERSIONS.items():
+    for name, version in NEW_ENOUGH.items():
         body = behaviour.get(name, "")
         script = (
             f'#!/bin/sh\ncase "$*" in *version*) echo "{version}"; exit 0;; esac\necho "{name} $*" >> {log}\n{body}\n'

@@ -13,19 +13,13 @@ from pathlib import Path
 
 import psutil
 import pytest
+from faketools import NEW_ENOUGH, write_tool
 
 from dogbooth.core import tools
 from dogbooth.core.errors import CommandFailed, MissingTools
 
 # The private PATH holds only the fake tools, so the scripts call these by absolute path.
 SLEEP, CAT = shutil.which("sleep"), shutil.which("cat")
-
-
-def _tool(bin_dir: Path, name: str, body: str) -> Path:
-    path = bin_dir / name
-    path.write_text(f"#!/bin/sh\n{body}\n")
-    path.chmod(0o755)
-    return path
 
 
 @pytest.fixture
@@ -55,10 +49,10 @@ def test_parse_version(text: str, version: tuple[int, ...] | None) -> None:
 
 
 def test_one_error_lists_every_missing_or_old_tool_with_hints(bin_dir: Path) -> None:
-    _tool(bin_dir, "docker", 'echo "Docker version 27.3.1, build x"')
-    _tool(bin_dir, "kind", 'echo "kind version 0.20.0"')  # too old
-    _tool(bin_dir, "ctlptl", "echo broken >&2; exit 1")  # version unreadable
-    _tool(bin_dir, "kubectl", 'echo "Client Version: v1.34.7"')
+    write_tool(bin_dir, "docker", 'echo "Docker version 27.3.1, build x"')
+    write_tool(bin_dir, "kind", 'echo "kind version 0.20.0"')  # too old
+    write_tool(bin_dir, "ctlptl", "echo broken >&2; exit 1")  # version unreadable
+    write_tool(bin_dir, "kubectl", 'echo "Client Version: v1.34.7"')
     names = ["docker", "kind", "ctlptl", "kubectl", "helm", "tilt"]
     with pytest.raises(MissingTools) as info:
         tools.require(names, purpose="dev on kind-cpu")
@@ -70,14 +64,14 @@ def test_one_error_lists_every_missing_or_old_tool_with_hints(bin_dir: Path) -> 
 
 
 def test_all_present_and_new_enough_passes(bin_dir: Path) -> None:
-    _tool(bin_dir, "helm", 'test "$1 $2" = "version --short" && echo v3.20.2+g1f8d8d4')
-    _tool(bin_dir, "tilt", 'echo "v0.33.21, built 2024-11-08"')
+    write_tool(bin_dir, "helm", 'test "$1 $2" = "version --short" && echo v3.20.2+g1f8d8d4')
+    write_tool(bin_dir, "tilt", 'echo "v0.33.21, built 2024-11-08"')
     assert tools.find_problems(["helm", "tilt"]) == []
     tools.require(["helm", "tilt"])
 
 
 def test_runner_returns_output_and_logs_the_command(bin_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
-    _tool(bin_dir, "kubectl", f'echo "args: $*"; {CAT}')
+    write_tool(bin_dir, "kubectl", f'echo "args: $*"; {CAT}')
     with caplog.at_level(logging.INFO, logger="dogbooth.run"):
         out = tools.Runner().run(["kubectl", "apply", "-f", "-"], input="kind: Namespace\n")
     assert out == "args: apply -f -\nkind: Namespace\n"
@@ -86,7 +80,7 @@ def test_runner_returns_output_and_logs_the_command(bin_dir: Path, caplog: pytes
 
 
 def test_runner_failure_carries_stderr(bin_dir: Path) -> None:
-    _tool(bin_dir, "eksctl", 'echo "progress" ; echo "Error: no cluster found for name: x" >&2; exit 3')
+    write_tool(bin_dir, "eksctl", 'echo "progress" ; echo "Error: no cluster found for name: x" >&2; exit 3')
     with pytest.raises(CommandFailed) as info:
         tools.Runner().run(["eksctl", "get", "cluster", "--name", "x"])
     assert info.value.returncode == 3
@@ -95,7 +89,7 @@ def test_runner_failure_carries_stderr(bin_dir: Path) -> None:
 
 
 def test_runner_accepts_listed_exit_codes(bin_dir: Path) -> None:
-    _tool(bin_dir, "tilt", "echo bye; exit 130")
+    write_tool(bin_dir, "tilt", "echo bye; exit 130")
     assert tools.Runner().run(["tilt", "up"], ok_codes=(0, 130)) == "bye\n"
 
 
@@ -106,7 +100,7 @@ def test_runner_missing_executable_names_the_install(bin_dir: Path) -> None:
 
 
 def test_runner_streams_output_and_keeps_stderr(bin_dir: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    _tool(bin_dir, "docker", 'echo "step 1/2"; echo "warning: slow" >&2; echo "step 2/2"')
+    write_tool(bin_dir, "docker", 'echo "step 1/2"; echo "warning: slow" >&2; echo "step 2/2"')
     assert tools.Runner().run(["docker", "build", "."], stream=True) == ""
     out, err = capfd.readouterr()
     assert "step 1/2" in out and "step 2/2" in out and "warning: slow" in err
@@ -114,7 +108,7 @@ def test_runner_streams_output_and_keeps_stderr(bin_dir: Path, capfd: pytest.Cap
 
 def test_runner_timeout_kills_the_child(bin_dir: Path, tmp_path: Path) -> None:
     pid_file = tmp_path / "pid"
-    _tool(bin_dir, "aws", f"echo $$ > {pid_file}; exec {SLEEP} 30")
+    write_tool(bin_dir, "aws", f"echo $$ > {pid_file}; exec {SLEEP} 30")
     started = time.monotonic()
     with pytest.raises(CommandFailed, match="timed out after 1s"):
         tools.Runner().run(["aws", "sts", "get-caller-identity"], timeout_s=1)
@@ -124,7 +118,7 @@ def test_runner_timeout_kills_the_child(bin_dir: Path, tmp_path: Path) -> None:
 
 def test_cancelled_run_terminates_the_child(bin_dir: Path, tmp_path: Path) -> None:
     pid_file = tmp_path / "pid"
-    _tool(bin_dir, "kind", f"echo $$ > {pid_file}; exec {SLEEP} 60")
+    write_tool(bin_dir, "kind", f"echo $$ > {pid_file}; exec {SLEEP} 60")
 
     main = threading.main_thread().ident
     assert main is not None
@@ -145,7 +139,7 @@ def test_cancelled_run_terminates_the_child(bin_dir: Path, tmp_path: Path) -> No
 
 
 def test_runner_env_and_cwd(bin_dir: Path, tmp_path: Path) -> None:
-    _tool(bin_dir, "docker", 'echo "$DOGBOOTH_X $PWD"')
+    write_tool(bin_dir, "docker", 'echo "$DOGBOOTH_X $PWD"')
     out = tools.Runner(env={"DOGBOOTH_X": "hello"}, cwd=tmp_path).run(["docker"])
     assert out.strip() == f"hello {os.path.realpath(tmp_path)}"
 
@@ -159,7 +153,7 @@ def test_python_is_not_needed_on_path(bin_dir: Path, tmp_path: Path) -> None:
     assert Path(local._ray_executable()) == Path(sys.executable).parent / "ray"
     # `dev`'s last step runs tilt, whose Tiltfile runs `$DOGBOOTH_PYTHON -m dogbooth ...`.
     out = tmp_path / "tilt-python"
-    _tool(bin_dir, "tilt", f'"$DOGBOOTH_PYTHON" -c "import dogbooth, sys; print(sys.executable)" > {out}')
+    write_tool(bin_dir, "tilt", f'"$DOGBOOTH_PYTHON" -c "import dogbooth, sys; print(sys.executable)" > {out}')
     profile = profiles.load("kind-cpu")
     tilt_step = kind.dev(profile).steps[-1]
     assert tilt_step.title.startswith("tilt up")
@@ -170,17 +164,10 @@ def test_python_is_not_needed_on_path(bin_dir: Path, tmp_path: Path) -> None:
 def test_dev_picks_kind_cpu_only_when_every_tool_is_new_enough(bin_dir: Path) -> None:
     from dogbooth.platforms import devloop
 
-    versions = {
-        "docker": "Docker version 27.3.1, build x",
-        "kind": "kind version 0.31.0",
-        "ctlptl": "v0.8.44, built 2025-12-01",
-        "kubectl": "Client Version: v1.34.7",
-        "helm": "v3.20.2+g1f8d8d4",
-        "tilt": "v0.35.0, built 2025-05-01",
-    }
-    for name, text in versions.items():
-        _tool(bin_dir, name, f'echo "{text}"')
+    for name in ("docker", "kind", "ctlptl", "kubectl", "helm", "tilt"):
+        text = NEW_ENOUGH[name]
+        write_tool(bin_dir, name, f'echo "{text}"')
     assert devloop.choose_profile()[0] == "kind-cpu"
-    _tool(bin_dir, "tilt", 'echo "v0.30.0, built 2022-01-01"')  # present but too old
+    write_tool(bin_dir, "tilt", 'echo "v0.30.0, built 2022-01-01"')  # present but too old
     name, reason = devloop.choose_profile()
     assert name == "local" and reason.startswith("tilt missing or too old")
