@@ -27,11 +27,13 @@ from loadtest.mix import SHAPE_NAMES
 log = logging.getLogger("dogbooth")
 
 
-def load_profile(name: str, *, model: str | None = None, port: int | None = None) -> Profile:
+def load_profile(
+    name: str, *, model: str | None = None, port: int | None = None, adapters: Path | None = None
+) -> Profile:
     """A profile by name, or by path to a YAML file; with command-line overrides applied."""
     path = Path(name)
     profile = profiles.load_file(path) if path.suffix in {".yaml", ".yml"} else profiles.load(name)
-    return profiles.with_overrides(profile, model=model, port=port)
+    return profiles.with_overrides(profile, model=model, port=port, adapters=adapters)
 
 
 def _profile_args(p: argparse.ArgumentParser, *, default: str | None = "local") -> None:
@@ -55,7 +57,7 @@ def _local_dry_run(command: str, profile: Profile) -> None:
 
 
 def cmd_up(a: argparse.Namespace) -> None:
-    profile = load_profile(a.profile, model=a.model, port=a.port)
+    profile = load_profile(a.profile, model=a.model, port=a.port, adapters=a.adapters)
     if profile.platform != "local":
         return _cluster("up", profile, a)  # the doctor runs first there, inside dispatch.run
     doctor.preflight(profile, "up", dry_run=a.dry_run)
@@ -87,7 +89,7 @@ def cmd_dev(a: argparse.Namespace) -> None:
     if name is None:
         name, reason = devloop.choose_profile()
         print(f"dogbooth dev: profile {name} ({reason})", flush=True)
-    profile = load_profile(name, model=a.model, port=a.port)
+    profile = load_profile(name, model=a.model, port=a.port, adapters=a.adapters)
     if profile.platform != "local":
         return _cluster("dev", profile, a)  # the doctor runs first there, inside dispatch.run
     doctor.preflight(profile, "dev", dry_run=a.dry_run)
@@ -162,6 +164,11 @@ def _dry_run_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the ordered plan and change nothing")
 
 
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    _dry_run_arg(p)
+    p.add_argument("--adapters", type=Path, help="LoRA adapter store (serve.app.adapters.store), e.g. a directory")
+
+
 def cmd_loadtest(a: argparse.Namespace) -> None:
     # --host alone tests that endpoint as is; otherwise the profile (default local) is the target.
     use_profile = a.profile or not a.host
@@ -187,7 +194,7 @@ def _loadtest_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_bench(a: argparse.Namespace) -> None:
-    bench.run(bench.BenchOptions(models=a.models, duration_s=a.duration, report_dir=a.report_dir))
+    bench.run(bench.BenchOptions(models=a.models, duration_s=a.duration, report_dir=a.report_dir, adapters=a.adapters))
 
 
 def _bench_args(p: argparse.ArgumentParser) -> None:
@@ -195,6 +202,7 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", default=d.models, help="generated models, comma-separated (%(default)s)")
     p.add_argument("--duration", type=float, default=d.duration_s, help="seconds per throughput run (%(default)s)")
     p.add_argument("--report-dir", type=Path, default=d.report_dir, help="summary.json goes here")
+    p.add_argument("--adapters", type=int, default=d.adapters, help="also bench N LoRA adapters (docs/adapters.md)")
 
 
 def cmd_reliability(a: argparse.Namespace) -> None:
@@ -221,9 +229,9 @@ EXTRA_ARGS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "reliability": _reliability_args,
     "loadtest": _loadtest_args,
     "bench": _bench_args,
-    "up": _dry_run_arg,
+    "up": _serve_args,
     "down": _dry_run_arg,
-    "dev": _dry_run_arg,
+    "dev": _serve_args,
     "cloud": _dry_run_arg,
     "doctor": _doctor_args,
     "render": _render_args,

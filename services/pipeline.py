@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import itertools
 import logging
 import os
 import random
@@ -25,12 +27,25 @@ class Abandoned(RuntimeError):
     """Every caller of a pipeline call has gone away; the call stopped early."""
 
 
+class AdapterNotLoaded(RuntimeError):
+    """The batch's adapter was evicted between its load and its turn; the caller loads it again."""
+
+
 class LimitError(ValueError):
     """A request inside the published bounds but outside this deployment's limits."""
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+@dataclass(frozen=True)
+class _Slot:
+    token: int  # which load this is: an old handle's unload must not remove a newer load of the same id
+    size_bytes: int
+
+
+_UNKNOWN = "\0unknown"  # the active adapter after a load: diffusers may have changed it
 
 
 @dataclass(frozen=True)
@@ -45,6 +60,7 @@ class Job:
     height: int
     seed: int
     format: str
+    adapter: str | None = None  # a LoRA adapter id from the store; None = the base model
     # Set when the caller is gone (Serve's request timeout or a disconnect): stop computing for it.
     abandoned: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
 
@@ -79,6 +95,7 @@ def resolve(params: ImagineParams, args: AppArgs) -> Job:
         height=height,
         seed=params.seed if params.seed is not None else random.SystemRandom().randrange(2**32),
         format=params.format,
+        adapter=params.adapter,
     )
 
 
@@ -110,7 +127,63 @@ class Generator:
         cache = Path(args.cache_dir).expanduser() if args.cache_dir else None
         self.pipe = load_pipeline(args.model, dtype=args.dtype, cache_dir=cache).to(self.device)
         self.load_seconds = time.perf_counter() - started
+        # One pipeline call or adapter change at a time: an adapter must not change under a running batch.
+        self.lock = threading.Lock()
+        self.adapters: dict[str, _Slot] = {}
+        self._tokens = itertools.count(1)
+        self._active: str | None = None  # None: the base model (no LoRA layer enabled)
         log.info("loaded %s on %s/%s in %.2fs", args.model, self.device, args.dtype, self.load_seconds)
+
+    def load_adapter(self, adapter_id: str, path: str, size_bytes: int) -> int:
+        """Add a LoRA export as an unfused adapter named `adapter_id`; returns the token that unloads it."""
+        from diffusers.utils import logging as diffusers_logging
+
+        with self.lock:
+            if adapter_id in self.adapters:  # a reload after eviction raced with a request: start clean
+                self._delete(adapter_id)
+            self._active = _UNKNOWN
+            verbosity = diffusers_logging.get_verbosity()
+            diffusers_logging.set_verbosity_error()  # "no text_encoder keys" for every UNet-only adapter
+            try:
+                self.pipe.load_lora_weights(path, adapter_name=adapter_id)
+            except Exception:
+                with contextlib.suppress(Exception):  # a half-loaded adapter must not stay in the layers
+                    self.pipe.delete_adapters(adapter_id)
+                raise
+            finally:
+                diffusers_logging.set_verbosity(verbosity)
+            token = next(self._tokens)
+            self.adapters[adapter_id] = _Slot(token, size_bytes)
+            return token
+
+    def unload_adapter(self, adapter_id: str, token: int) -> None:
+        """Remove `adapter_id`'s layers, unless a newer load replaced the one `token` names."""
+        with self.lock:
+            slot = self.adapters.get(adapter_id)
+            if slot is not None and slot.token == token:
+                self._delete(adapter_id)
+
+    def _delete(self, adapter_id: str) -> None:
+        del self.adapters[adapter_id]
+        self.pipe.delete_adapters(adapter_id)
+        self._active = _UNKNOWN
+
+    def _activate(self, adapter: str | None) -> None:
+        """Enable exactly `adapter` (None: no LoRA at all). Called with the lock held."""
+        if adapter == self._active:
+            return
+        if adapter is None:
+            # Disabled LoRA layers call their base layer alone: the same bytes as a never-adapted model.
+            self.pipe.disable_lora()
+        else:
+            if adapter not in self.adapters:
+                raise AdapterNotLoaded(f"adapter {adapter!r} is not loaded")
+            self.pipe.enable_lora()
+            self.pipe.set_adapters([adapter])
+        self._active = adapter
+
+    def adapter_memory(self) -> dict[str, Any]:
+        return {"loaded": sorted(self.adapters), "bytes": sum(s.size_bytes for s in self.adapters.values())}
 
     def generate(self, job: Job) -> bytes:
         """One image; what a Python caller uses."""
@@ -124,21 +197,23 @@ class Generator:
 
         `timings`, when given, gets (shape, images, seconds) for each call that completed.
         """
-        groups: dict[Shape, list[int]] = defaultdict(list)
+        groups: dict[tuple[str | None, Shape], list[int]] = defaultdict(list)
         for index, job in enumerate(jobs):
-            groups[job.shape_key].append(index)
+            groups[(job.adapter, job.shape_key)].append(index)
         results: list[bytes | Exception] = [RuntimeError("not generated")] * len(jobs)
         for indices in groups.values():
             group = [jobs[i] for i in indices]
             try:
                 started = time.perf_counter()
-                images = self._run(group)
+                with self.lock:
+                    self._activate(group[0].adapter)
+                    images = self._run(group)
                 for i, job, image in zip(indices, group, images, strict=True):
                     results[i] = encode(image, job.format)
                 if timings is not None:
                     timings.append((group[0].shape_key, len(group), time.perf_counter() - started))
             except Exception as e:  # one bad group must not fail its neighbours
-                if isinstance(e, Abandoned):
+                if isinstance(e, Abandoned | AdapterNotLoaded):
                     log.info("%s", e)
                 else:
                     log.exception("generation failed for %d job(s)", len(group))

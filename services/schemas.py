@@ -20,6 +20,8 @@ MIN_SIDE, MAX_SIDE = 64, 2048
 DEPLOYMENT_NAME = "Imagine"  # the Serve deployment; the generated Serve config names it too
 MAX_PROMPT_CHARS = 1000
 MAX_SEED = 2**32 - 1
+# An adapter's id is its folder name in the store: DNS-label-like, so it is safe in a path, a URL and a header.
+ADAPTER_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
 
 class _Strict(BaseModel):
@@ -66,6 +68,23 @@ class AdmissionSettings(_Strict):
     )
 
 
+class AdapterSettings(_Strict):
+    """The LoRA adapter store (services/adapters.py): one dogbooth LoRA export per sub-folder, named by
+    its id. Read when a request names an adapter, so adapters published later are served at once."""
+
+    store: str | None = Field(None, description="directory (local path or a mounted PVC); null = <cache_dir>/adapters")
+    max_loaded: int = Field(32, ge=1, le=1024, description="adapters held per replica (LRU, serve.multiplexed)")
+
+    @field_validator("store")
+    @classmethod
+    def _a_path(cls, value: str | None) -> str | None:
+        if value is not None and "://" in value:
+            raise ValueError(
+                f"{value!r}: object-store URIs are not read yet; mount the bucket (or a PVC) and give its path"
+            )
+        return value
+
+
 class AppArgs(_Strict):
     """Arguments of `services.app:build_app`; the `args` of the Serve application."""
 
@@ -79,6 +98,7 @@ class AppArgs(_Strict):
     limits: Limits = Limits()
     batching: Batching = Batching()
     admission: AdmissionSettings = AdmissionSettings()
+    adapters: AdapterSettings = AdapterSettings()
 
     @model_validator(mode="after")
     def _consistent(self) -> AppArgs:
@@ -112,6 +132,12 @@ class ImagineParams(_Strict):
     )
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="same seed and parameters, same image")
     format: ImageFormat = Field("png", description="png, jpeg or webp")
+    adapter: str | None = Field(
+        None,
+        pattern=ADAPTER_ID_PATTERN,
+        description="LoRA adapter id from GET /adapters; none = the base model. Send the same id in the "
+        "serve_multiplexed_model_id header so Serve routes to a replica that already holds it",
+    )
 
     _sides = field_validator("width", "height", "img_size")(_multiple_of_8)
 

@@ -32,10 +32,10 @@ class Model:
 async def queued(batcher: Batcher[int, int], count: int) -> None:
     """Until `count` submissions wait in the batcher's queue (each task needs a turn of the loop)."""
     for _ in range(1000):
-        if batcher.queue.qsize() == count:
+        if batcher.qsize() == count:
             return
         await asyncio.sleep(0)
-    raise AssertionError(f"{batcher.queue.qsize()} queued, expected {count}")
+    raise AssertionError(f"{batcher.qsize()} queued, expected {count}")
 
 
 def test_requests_arriving_while_the_model_is_busy_form_the_next_batch() -> None:
@@ -96,7 +96,7 @@ def test_a_failed_batch_fails_its_callers_and_the_next_batch_still_runs() -> Non
     outcomes, batcher = asyncio.run(scenario())
     assert [type(o) for o in outcomes[:2]] == [ValueError, ValueError]
     assert outcomes[2:] == [4, 6]
-    assert batcher.stats() == {"batches": 2, "images": 4, "largest": 2, "mean": 2.0}
+    assert batcher.stats() == {"batches": 2, "images": 4, "largest": 2, "mean": 2.0, "switches": 0}
 
 
 def test_a_model_that_loses_results_is_an_error_not_a_hang() -> None:
@@ -109,3 +109,43 @@ def test_a_model_that_loses_results_is_an_error_not_a_hang() -> None:
 
     with pytest.raises(RuntimeError, match="batch of 2 returned 1"):
         asyncio.run(scenario())
+
+
+def adapter_of(value: int) -> str | None:
+    """Keys as the replica uses them: values 100+ belong to adapter "a", 200+ to "b", the rest to the base."""
+    return {1: "a", 2: "b"}.get(value // 100)
+
+
+def test_a_batch_holds_one_adapter_and_base_requests_batch_together() -> None:
+    async def scenario() -> Model:
+        model = Model(gated=True)
+        batcher = Batcher(model, max_batch_size=8, batch_wait_timeout_s=0.0, key=adapter_of)
+        busy = asyncio.create_task(batcher.submit(0))
+        await model.busy.wait()
+        waiting = [asyncio.create_task(batcher.submit(v)) for v in (100, 1, 200, 101, 2, 201, 3)]
+        await queued(batcher, 7)
+        model.release.set()
+        await asyncio.gather(busy, *waiting)
+        return model
+
+    batches = asyncio.run(scenario()).batches
+    assert batches == [[0], [100, 101], [1, 2, 3], [200, 201]]
+    assert all(len({adapter_of(v) for v in batch}) == 1 for batch in batches)
+
+
+def test_the_oldest_waiting_request_picks_the_next_adapter_so_none_starves() -> None:
+    """A flood for adapter "a" (more than a batch, refilled while it runs) must not hold back "b"."""
+
+    async def scenario() -> Model:
+        model = Model(gated=True)
+        batcher = Batcher(model, max_batch_size=2, batch_wait_timeout_s=0.0, key=adapter_of)
+        tasks = [asyncio.create_task(batcher.submit(100))]
+        await model.busy.wait()
+        tasks += [asyncio.create_task(batcher.submit(v)) for v in (101, 200, 102, 103, 104)]
+        await queued(batcher, 5)
+        model.release.set()
+        await asyncio.gather(*tasks)
+        return model
+
+    # "b"'s one request came third: it runs right after the first waiting batch of "a", not after all of them.
+    assert asyncio.run(scenario()).batches == [[100], [101, 102], [200], [103, 104]]

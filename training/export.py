@@ -133,6 +133,27 @@ def _swap_in(staging: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def publish_adapter(export_dir: Path, store: Path, adapter_id: str) -> Path:
+    """Copy a finished LoRA export into the adapter store as `<store>/<adapter_id>`, atomically.
+
+    The copy is staged in a hidden sibling (which the store never lists) and renamed into place, so a
+    replica reading the store sees the previous adapter or the new one, never half of one.
+    """
+    data = json.loads((export_dir / TRAINING_MANIFEST).read_text())
+    if data.get("export") != "lora":
+        raise TrainingError(f"{export_dir} is a {data.get('export')} export; only LoRA exports go to the adapter store")
+    store.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{adapter_id}-publish-", dir=store))
+    try:
+        copy = staging / "adapter"
+        shutil.copytree(export_dir, copy)
+        _swap_in(copy, store / adapter_id)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("adapter %s published to %s", adapter_id, store / adapter_id)
+    return store / adapter_id
+
+
 def push_to_hub(directory: Path, cfg: ExportConfig) -> str:
     from huggingface_hub import HfApi
 

@@ -5,6 +5,7 @@ For each generated model it measures
   (b) served: dogbooth on a private Ray head, configured by the `local` profile, over HTTP;
   (c) baseline: the anchor app (loadtest/baseline_app.py) on the same head, over HTTP;
 plus the p50 latency a single user sees from each, and writes `reports/bench/summary.json`.
+With `--adapters N`, also many LoRA adapters behind one replica (dogbooth/commands/benchadapters.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dogbooth.commands import benchadapters
 from dogbooth.commands.benchload import LoadResult, PathFor, one_user, saturate
 from dogbooth.commands.loadgen import imagine_path
 from dogbooth.core.errors import DogboothError
@@ -62,6 +64,7 @@ class BenchOptions:
     report_dir: Path = REPO_ROOT / "reports" / "bench"
     batch_sizes: tuple[int, ...] = (1, 2, 4, 8)
     single_requests: int = 9
+    adapters: int = 0  # LoRA adapters in the store for the adapter figures; 0 = skip them
 
 
 def raw(case: Case, opts: BenchOptions, threads: int) -> dict[str, Any]:
@@ -263,11 +266,19 @@ def run(opts: BenchOptions) -> dict[str, dict[str, Any]]:
     for name in names:
         print(f"bench: dogbooth and baseline over HTTP, {name}", flush=True)
         results[name] = entry(CASES[name], raws[name], served_and_baseline(CASES[name], opts))
+    report_text = report(results)
+    if opts.adapters:
+        print(f"bench: {opts.adapters} LoRA adapters behind one replica, tiny", flush=True)
+        profile = bench_profile(CASES["tiny"])
+        results["adapters"] = benchadapters.measure(
+            profile, opts.adapters, opts.duration_s, saturating_concurrency(profile)
+        )
+        report_text += "\n" + benchadapters.report(results["adapters"])
     opts.report_dir.mkdir(parents=True, exist_ok=True)
     out = opts.report_dir / "summary.json"
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(results, indent=2) + "\n")
     tmp.replace(out)
-    print(report(results), flush=True)
+    print(report_text, flush=True)
     print(f"bench: {time.monotonic() - started:.0f}s on {os.cpu_count()} CPUs; wrote {out}", flush=True)
     return results

@@ -13,6 +13,7 @@ from dogbooth.core.names import MODEL_NAME
 from dogbooth.core.paths import REPO_ROOT
 from dogbooth.platforms import trainjob as cluster
 from dogbooth.settings.profiles import Profile
+from services.adapters import ADAPTER_ID, store_dir
 from training import config as config_mod
 from training.cli import add_run_args, overrides
 from training.errors import TrainingError
@@ -31,6 +32,24 @@ def add_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-follow", action="store_true", help="cluster: submit the Job and return at once")
     p.add_argument("--image", help="cluster: repository:tag instead of the profile's chart.image")
+    p.add_argument(
+        "--adapter-id",
+        help="local, --method lora: publish the export into the profile's adapter store under this id "
+        "(served as adapter=ID at once; docs/adapters.md)",
+    )
+
+
+def adapter_output(profile: Profile, adapter_id: str, method: str, output: Path | None) -> Path:
+    """Where `--adapter-id` puts the export: `<store>/<id>`, which the serving replicas read."""
+    if not ADAPTER_ID.match(adapter_id):
+        raise TrainingError(f"--adapter-id {adapter_id!r}: use 1-63 of a-z, 0-9 and -, starting with a letter or digit")
+    if method != "lora":
+        raise TrainingError(f"--adapter-id needs --method lora (the training config says {method}); adapters are LoRA")
+    if output is not None:
+        raise TrainingError("give --adapter-id or --output, not both: --adapter-id writes into the adapter store")
+    if profile.platform != "local":
+        raise TrainingError("--adapter-id: only local profiles publish to the store for now; train with --output")
+    return store_dir(profile.serve.app) / adapter_id
 
 
 def _flags(a: argparse.Namespace) -> dict[str, Any]:
@@ -53,6 +72,10 @@ def train(profile: Profile, a: argparse.Namespace) -> None:
 
 def _train_here(profile: Profile, a: argparse.Namespace) -> None:
     cfg = config_mod.load(_config_for(profile), _flags(a))
+    if getattr(a, "adapter_id", None):
+        # The export is staged beside the target and renamed into place (training/export.py): never half-written.
+        target = adapter_output(profile, a.adapter_id, cfg.model.method, a.output)
+        cfg = config_mod.with_overrides(cfg, {"output": target})
     if a.dry_run:
         print(yaml.safe_dump(cfg.model_dump(), sort_keys=False), end="", flush=True)
         return
@@ -61,6 +84,8 @@ def _train_here(profile: Profile, a: argparse.Namespace) -> None:
 
 
 def _train_in_cluster(profile: Profile, a: argparse.Namespace) -> None:
+    if getattr(a, "adapter_id", None):
+        raise TrainingError("--adapter-id: only local profiles publish to the store for now; train with --output")
     flags = _flags(a)
     output_name = a.output.name if a.output else MODEL_NAME
     request = cluster.JobRequest(

@@ -178,7 +178,9 @@ def load(name: str) -> Profile:
     return load_file(path)
 
 
-def with_overrides(profile: Profile, *, model: str | None = None, port: int | None = None) -> Profile:
+def with_overrides(
+    profile: Profile, *, model: str | None = None, port: int | None = None, adapters: Path | None = None
+) -> Profile:
     """Apply command-line overrides, re-validating so they get the same checks as the file."""
     data = profile.model_dump()
     if model:
@@ -190,6 +192,8 @@ def with_overrides(profile: Profile, *, model: str | None = None, port: int | No
         data["serve"]["app"]["model"] = ref.name if ref.kind == "local" else model
     if port:
         data["serve"]["http_port"] = port
+    if adapters:  # absolute: the replicas run in another working directory
+        data["serve"]["app"]["adapters"]["store"] = str(adapters.expanduser().resolve())
     try:
         return Profile.model_validate(data)
     except ValidationError as e:

@@ -28,6 +28,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--scorer", default=DEFAULT_SCORER, help="pixels (offline) or clip:<hub id> (docs/pipeline.md)")
     p.add_argument("--output", type=Path, help=f"local export directory (default {DEFAULT_OUTPUT})")
+    p.add_argument("--method", choices=["full", "lora"], help="full: roll the service onto the export; "
+                   "lora: publish it to the adapter store instead (default: the training config's)")  # fmt: skip
+    p.add_argument("--adapter-id", help=f"local, --method lora: the adapter's id in the store (default {MODEL_NAME})")
     p.add_argument("--output-name", default=MODEL_NAME, help="cluster: export name on the model volume")
     p.add_argument("--hub-repo", default="", help="cluster with per-worker caches (eks): Hub repo to serve from")
     p.add_argument("--no-compare-base", action="store_true", help="skip scoring the base model too")
@@ -58,6 +61,8 @@ def run(profile: Profile, a: argparse.Namespace) -> None:
         threshold=_threshold(a),
         scorer=a.scorer,
         compare_base=not a.no_compare_base,
+        method=a.method,
+        adapter_id=a.adapter_id or MODEL_NAME,
     )
     if a.dry_run:
         print(f"profile {profile.name} is platform local: the steps run in this process; would run {params}")
@@ -65,6 +70,10 @@ def run(profile: Profile, a: argparse.Namespace) -> None:
     result = local.run(profile, params)
     print(f"validation score: {result.report.score:.4f} (threshold {params.threshold:.4f}, scorer {a.scorer})")
     print(f"model: {result.export_dir}")
+    if result.adapter_id:  # published, not rolled: the curl that uses it is the last line
+        print(f"adapter {result.adapter_id} published to {result.endpoint_or_store}")
+        print(f"try it: {result.curl}", flush=True)
+        return
     print(f"stop it with: nox -s down -- --profile {a.profile}")
     print(f"endpoint: {result.endpoint}", flush=True)
 

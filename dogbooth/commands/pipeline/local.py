@@ -6,13 +6,17 @@ This proves the step logic without Argo: the same functions the WorkflowTemplate
 from __future__ import annotations
 
 import logging
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlencode
 
 from dogbooth.commands.pipeline import steps
 from dogbooth.commands.pipeline.deploy import deploy_local
 from dogbooth.settings.profiles import Profile
+from services.adapters import ADAPTER_ID, store_dir
+from training.export import publish_adapter
 
 log = logging.getLogger("dogbooth.commands.pipeline")
 
@@ -22,6 +26,16 @@ class LocalResult:
     export_dir: Path
     report: steps.ValidationReport
     endpoint: str
+    adapter_id: str | None = None  # set when the export was published as an adapter instead of rolled
+    endpoint_or_store: str = ""
+    curl: str = ""
+
+
+def curl_for(profile: Profile, adapter_id: str, prompt: str) -> str:
+    """A ready-to-run request for the adapter on the profile's endpoint."""
+    query = urlencode({"prompt": prompt, "seed": 7, "adapter": adapter_id})
+    url = f"http://127.0.0.1:{profile.serve.http_port}/imagine?{query}"
+    return f"curl -o {adapter_id}.png -H {shlex.quote('serve_multiplexed_model_id: ' + adapter_id)} {shlex.quote(url)}"
 
 
 def _say(step: int, text: str) -> None:
@@ -50,7 +64,22 @@ def run(profile: Profile, params: steps.Params) -> LocalResult:
     print(report.describe(), flush=True)
     _say(4, f"gate: score {report.score:.4f} against threshold {params.threshold:.4f}")
     steps.gate(report.score, params.threshold)
+    if prepared.config.model.method == "lora":
+        return _publish(profile, params, export_dir, report, prepared.config.data.instance_prompt)
     _say(5, f"deploy: profile {profile.name} serving {export_dir}")
     endpoint = deploy_local(profile, export_dir)
     log.info("pipeline done in %.0f s", time.monotonic() - started)
     return LocalResult(export_dir, report, endpoint)
+
+
+def _publish(
+    profile: Profile, params: steps.Params, export_dir: Path, report: steps.ValidationReport, prompt: str
+) -> LocalResult:
+    """A LoRA passed the gate: into the store, where the running service finds it; nothing is rolled."""
+    adapter_id = params.adapter_id or export_dir.name
+    if not ADAPTER_ID.match(adapter_id):
+        raise steps.PipelineInputError(f"--adapter-id {adapter_id!r}: use 1-63 of a-z, 0-9 and -")
+    store = store_dir(profile.serve.app)
+    _say(5, f"publish: adapter {adapter_id} into {store} (the service is not restarted)")
+    target = publish_adapter(export_dir, store, adapter_id)
+    return LocalResult(export_dir, report, "", adapter_id, str(target), curl_for(profile, adapter_id, prompt))

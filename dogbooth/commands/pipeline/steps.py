@@ -53,6 +53,7 @@ class Params:
     threshold: float = default_threshold(DEFAULT_SCORER)
     scorer: str = DEFAULT_SCORER
     method: str | None = None  # full | lora; None = the config's
+    adapter_id: str | None = None  # lora: the id it is published under in the profile's adapter store
     hub_repo: str | None = None  # push the export (served from the Hub where caches are per worker)
     compare_base: bool = True  # also score the base model: shows what the fine-tune gained
 
