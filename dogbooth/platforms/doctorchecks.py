@@ -20,7 +20,7 @@ from typing import Any
 
 from dogbooth.core.errors import CommandFailed
 from dogbooth.core.tools import Runner, find_problems
-from dogbooth.render.image import IMAGE_ARCHITECTURE, Variant
+from dogbooth.render.image import BASE_IMAGE, IMAGE_ARCHITECTURES, Variant, driver_text
 from dogbooth.settings.cluster import NodeGroup
 
 Which = Callable[[str], str | None]
@@ -139,17 +139,17 @@ def running_server(probe: Probe) -> dict[str, Any]:
 
 def server_found(info: Mapping[str, Any], platform: str) -> str:
     os_type, arch = info.get("OSType", ""), info.get("Architecture", "")
+    arch = "aarch64" if arch == "arm64" else arch  # the same machine, by Go's name instead of the kernel's
     found = f"Docker {info.get('ServerVersion')}, {os_type}/{arch}, {info.get('NCPU', '?')} CPUs"
     if os_type != "linux":
         raise NeedsFix(f"{found}: switch Docker to Linux containers (the image and the kind nodes are Linux)")
-    if arch == IMAGE_ARCHITECTURE:
-        return found
-    if platform == "eks" and arch in ("aarch64", "arm64"):
+    if platform == "eks" and arch == "aarch64":
         return f"{found}; the linux/amd64 image for EKS builds under emulation (slow, but it works)"
+    if arch in IMAGE_ARCHITECTURES:
+        return found
     raise NeedsFix(
-        f"{found}: the serve image is {IMAGE_ARCHITECTURE} (its rayproject/ray base tags are; Ray's arm64 "
-        f"images carry an -aarch64 suffix) and kind runs it on this host's architecture: "
-        f"use an {IMAGE_ARCHITECTURE} Docker host, or profile eks"
+        f"{found}: the serve image builds for {' and '.join(IMAGE_ARCHITECTURES)} only ({BASE_IMAGE} and the "
+        f"ray and torch wheels it installs): use an {' or '.join(IMAGE_ARCHITECTURES)} Docker host"
     )
 
 
@@ -191,7 +191,9 @@ def runtime_found(info: Mapping[str, Any]) -> str:
 def docker_checks(platform: str, variant: Variant, memory: tuple[float, str] | None, gpu: bool) -> list[Check]:
     """The rows `docker info` answers: server, memory (kind: `memory` = need and breakdown), disk, GPU runtime."""
     ask = "$ docker info --format '{{json .}}'"
-    arch = f"Architecture {IMAGE_ARCHITECTURE}" + (" (aarch64: emulated build)" if platform == "eks" else "")
+    arch = f"Architecture {' or '.join(IMAGE_ARCHITECTURES)}"
+    if platform == "eks":
+        arch += " (aarch64: emulated build)"
     checks = [
         Check("docker server", f"{ask}: a server answers, OSType linux, {arch}",
               lambda probe: server_found(docker_info(probe), platform)),
@@ -221,8 +223,8 @@ def driver_found(text: str, variant: Variant) -> str:
     versions = [tuple(int(n) for n in re.findall(r"\d+", line)) for line in text.splitlines() if line.strip()]
     if not versions:
         raise NeedsFix("nvidia-smi lists no GPU: check the driver with `nvidia-smi -L`")
-    lowest, shown = min(versions), ".".join(map(str, want))
-    have = ".".join(map(str, lowest))
+    lowest, shown = min(versions), driver_text(want)
+    have = driver_text(lowest)
     if lowest < want:
         raise NeedsFix(
             f"NVIDIA driver {have} is older than {shown}, the oldest for CUDA {variant.cuda} "
@@ -232,7 +234,7 @@ def driver_found(text: str, variant: Variant) -> str:
 
 
 def driver_check(variant: Variant) -> Check:
-    want = ".".join(map(str, variant.min_driver or ()))
+    want = driver_text(variant.min_driver or ())
 
     def test(probe: Probe) -> str:
         if probe.which(NVIDIA_SMI[0]) is None:

@@ -11,6 +11,7 @@ import logging
 from dogbooth.core.errors import CommandFailed
 from dogbooth.platforms import plan as p
 from dogbooth.platforms.kubesteps import image_steps
+from dogbooth.render.image import EKS_PLATFORM
 from dogbooth.settings.cluster import EksTarget
 from dogbooth.settings.profiles import Profile
 
@@ -95,5 +96,5 @@ def steps(profile: Profile, t: EksTarget, repo: str, image: str) -> list[p.Step]
             input_label="secret: the token above",
             only_if="image_missing",
         ),
-        *image_steps(profile, image, platform_flag="linux/amd64", only_if="image_missing"),
+        *image_steps(profile, image, platform_flag=EKS_PLATFORM, only_if="image_missing"),
     ]

@@ -69,7 +69,7 @@ class Resources(Strict):
 class ImageSettings(Strict):
     repository: str = Field(default="dogbooth-serve", min_length=1, description="Tilt and ECR replace it")
     tag: str = Field(min_length=1, description="pinned tag; never `latest`")
-    variant: Literal["cpu", "cu128"] = Field(description="services/Dockerfile VARIANT build arg")
+    variant: Literal["cpu", "cu126"] = Field(description="services/Dockerfile VARIANT build arg")
     pull_policy: Literal["IfNotPresent", "Always", "Never"] = "IfNotPresent"
 
     @field_validator("tag")
