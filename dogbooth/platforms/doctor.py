@@ -194,18 +194,13 @@ def _packages(_: Probe) -> str:
 
 
 def _ports(profile: Profile) -> Check:
-    wanted = {"serve.http_port": profile.serve.http_port, "ray.gcs_port": profile.ray.gcs_port,
-              "ray.dashboard_port": profile.ray.dashboard_port}  # fmt: skip
-    shown = ", ".join(f"{key} {port}" for key, port in wanted.items())
+    shown = ", ".join(f"{key} {port}" for key, port in local.profile_ports(profile).items())
 
     def test(_: Probe) -> str:
         state = local.LocalState.read(profile.name)
         if state is not None and local.is_alive(state):
             return f"{shown}: held by this profile's running stack (up again updates it)"
-        busy = [
-            f"{key} {port} is in use by {owner}" for key, port in wanted.items() if (owner := local._port_owner(port))
-        ]
-        if busy:
+        if busy := local.busy_ports(profile):
             raise NeedsFix("; ".join(busy) + f": stop that process or change the port in {profile.source} "
                            "(or pass --port for the HTTP port)")  # fmt: skip
         return f"{shown} free"

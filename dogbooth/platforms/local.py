@@ -92,7 +92,7 @@ def is_alive(state: LocalState) -> bool:
     return bool(_session_processes(state.sid, state.temp_dir))
 
 
-def _port_owner(port: int, host: str = "127.0.0.1") -> str | None:
+def port_owner(port: int, host: str = "127.0.0.1") -> str | None:
     """None when `port` can be bound; else who holds it, as far as we can tell."""
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -116,14 +116,26 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _check_ports(profile: Profile) -> None:
-    wanted = {
+def profile_ports(profile: Profile) -> dict[str, int]:
+    """The host ports a local stack binds, by the profile key that sets each."""
+    return {
         "serve.http_port": profile.serve.http_port,
         "ray.gcs_port": profile.ray.gcs_port,
         "ray.dashboard_port": profile.ray.dashboard_port,
     }
-    busy = [f"{key} {port} is in use by {owner}" for key, port in wanted.items() if (owner := _port_owner(port))]
-    if busy:
+
+
+def busy_ports(profile: Profile) -> list[str]:
+    """One line per port of the profile that another process holds; [] when all are free."""
+    return [
+        f"{key} {port} is in use by {owner}"
+        for key, port in profile_ports(profile).items()
+        if (owner := port_owner(port))
+    ]
+
+
+def _check_ports(profile: Profile) -> None:
+    if busy := busy_ports(profile):
         raise BringUpError(
             "cannot start: " + "; ".join(busy) + f". Free the port(s) or change them in {profile.source} "
             "(or pass --port for the HTTP port)."
