@@ -125,7 +125,7 @@ def wait_steps(profile: Profile, *, scheme_note: str = "") -> list[p.Step]:
     def address(ctx: p.Context) -> None:
         host = kube.wait_ingress_address(ctx.kube, namespace, timeout_s=LB_TIMEOUT_S)
         base = _endpoint_base(profile, host)
-        if profile.platform == "kind":  # reachable from here; an internal NLB usually is not
+        if profile.platform == "kind":  # reachable from here; an internal ALB usually is not
             kube.wait_http_ok(f"{base}/readyz", timeout_s=5 * 60)
         ctx.values["endpoint"] = f"{base}/imagine"
         log.info(
