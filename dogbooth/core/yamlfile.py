@@ -32,6 +32,11 @@ def read_mapping(
     return data
 
 
+def dump_all(docs: list[dict[str, Any]]) -> str:
+    """Documents as one YAML stream, keys in their own order, `---` between them (kubectl/ctlptl/eksctl input)."""
+    return yaml.safe_dump_all(docs, sort_keys=False)
+
+
 def describe(source: str | Path, error: ValidationError) -> str:
     """One line per problem: `source: dotted.key: message`."""
     return "\n".join(

@@ -39,7 +39,7 @@ from dogbooth.platforms.doctorchecks import (
     quota_check,
     said,
 )
-from dogbooth.platforms.kubesteps import eks_settings, kind_settings, kube_target, required_tools
+from dogbooth.platforms.kubesteps import eks_kubeconfig, eks_settings, kind_settings, required_tools
 from dogbooth.render.chart import settings
 from dogbooth.render.clusterconfig import memory_plan
 from dogbooth.render.image import VARIANTS
@@ -118,7 +118,7 @@ def eks_checks(profile: Profile) -> list[Check]:
         identity_check(),
         offering_check(region, types),
         *(quota_check(region, group, types) for group in groups),
-        kubeconfig_check(kube_target(profile).kubeconfig),
+        kubeconfig_check(eks_kubeconfig(profile)),
     ]
 
 
@@ -156,10 +156,8 @@ def kind_context_check(cluster_name: str, context: str) -> Check:
     return Check("kube context", would, test)
 
 
-def kubeconfig_check(path: Path | None) -> Check:
+def kubeconfig_check(path: Path) -> Check:
     def test(_: Probe) -> str:
-        if path is None:
-            raise NeedsFix("this profile has no private kubeconfig path (dogbooth.platforms.kubesteps.kube_target)")
         if path.exists():
             return f"{path} (from an earlier run; ~/.kube/config is left alone)"
         parent = next(p for p in path.parents if p.exists())

@@ -12,26 +12,26 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 from collections.abc import Callable
 
 from dogbooth.core.errors import BringUpError, CommandFailed
 from dogbooth.core.paths import REPO_ROOT
 from dogbooth.core.polling import poll
+from dogbooth.core.yamlfile import dump_all
 from dogbooth.platforms import ecr, ekskarpenter
 from dogbooth.platforms import plan as p
-from dogbooth.platforms.ekskarpenter import eksctl_env, kubectl, private_kubeconfig
+from dogbooth.platforms.ekskarpenter import eksctl_env, kubectl
 from dogbooth.platforms.kubesteps import (
     LB_TAG,
     LB_TIMEOUT_S,
     admin_secret_step,
     app_release,
+    eks_kubeconfig,
     eks_settings,
-    kube_target,
+    random_secret_step,
     source_hash,
     wait_steps,
 )
-from dogbooth.render import clusterconfig as cc
 from dogbooth.render import eksctl
 from dogbooth.render.chart import CHART_DIR, RELEASE_NAME, settings
 from dogbooth.render.releases import releases_for
@@ -82,13 +82,12 @@ def _eksctl(profile: Profile, title: str, verb: str, config: str, only_if: str, 
 
 
 def _kubeconfig_step(profile: Profile, t: EksTarget, only_if: str | None = None) -> p.Step:
-    path = kube_target(profile).kubeconfig
+    path = eks_kubeconfig(profile)
     argv = ["eksctl", "utils", "write-kubeconfig", "--cluster", t.name, "--region", t.region]
     argv += ["--kubeconfig", str(path)]
 
     def write(ctx: p.Context) -> None:
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         ctx.runner.run(argv)
 
     title = "write a private kubeconfig for this cluster (~/.kube/config is left alone)"
@@ -96,7 +95,7 @@ def _kubeconfig_step(profile: Profile, t: EksTarget, only_if: str | None = None)
 
 
 def _cluster_steps(profile: Profile, t: EksTarget) -> list[p.Step]:
-    config = cc.to_yaml(eksctl.eksctl_config(eks_settings(profile), t))
+    config = dump_all([eksctl.eksctl_config(eks_settings(profile), t)])
     whoami = ["aws", "sts", "get-caller-identity", "--query", "Account", "--output", "text"]
     vpc = [
         "aws",
@@ -150,24 +149,8 @@ def _cluster_steps(profile: Profile, t: EksTarget) -> list[p.Step]:
 
 def _api_key_step(profile: Profile) -> p.Step:
     c = settings(profile)
-    secret, key = c.api_key.secret.secret_name, c.api_key.secret.secret_key
-
-    def ensure(ctx: p.Context) -> None:
-        if ctx.kube.ensure_secret(c.namespace, secret, key, lambda: secrets.token_urlsafe(32)):
-            log.info(
-                "created Secret %s/%s holding a random API key (not printed); read it with:\n  kubectl "
-                "--kubeconfig %s -n %s get secret %s -o jsonpath='{.data.%s}' | base64 -d",
-                c.namespace,
-                secret,
-                ctx.target.kubeconfig,
-                c.namespace,
-                secret,
-                key,
-            )
-
-    title = f"API key Secret {c.namespace}/{secret} (a random key is made if it is missing)"
-    detail = ["kubernetes API: create the namespace and Secret only when absent; the key is never logged"]
-    return p.python("app", title, detail, ensure)
+    secret = c.api_key.secret
+    return random_secret_step("app", "API key", "key", c.namespace, secret.secret_name, secret.secret_key, 32)
 
 
 def up(profile: Profile) -> p.Plan:
@@ -194,7 +177,7 @@ def up(profile: Profile) -> p.Plan:
     internal = profile.cluster is not None and profile.cluster.addons.ingress_internal
     note = (
         f"the ALB is internal: call it from inside the VPC, or port-forward Serve itself: kubectl --kubeconfig "
-        f"{private_kubeconfig(profile)} -n {settings(profile).namespace} port-forward svc/{RELEASE_NAME}-serve-svc "
+        f"{eks_kubeconfig(profile)} -n {settings(profile).namespace} port-forward svc/{RELEASE_NAME}-serve-svc "
         f"{profile.serve.http_port} (then http://127.0.0.1:{profile.serve.http_port}/imagine)"
         if internal
         else "the ALB is internet-facing; the API key guards /imagine"
@@ -207,7 +190,7 @@ def up(profile: Profile) -> p.Plan:
         f"cluster {t.name} in {t.region}, Kubernetes {eks.kubernetes_version}; ${{account}} and ${{vpc_id}} are "
         "looked up at run time",
         f"image {image}",
-        f"kubeconfig: {private_kubeconfig(profile)} for every kubectl and helm call (--kubeconfig) and as "
+        f"kubeconfig: {eks_kubeconfig(profile)} for every kubectl and helm call (--kubeconfig) and as "
         "KUBECONFIG for eksctl; ~/.kube/config is not written",
     )
     return p.Plan("cloud", profile.name, tuple(steps), notes)

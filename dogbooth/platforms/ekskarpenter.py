@@ -6,11 +6,10 @@ EC2NodeClasses, `down` deletes them first so Karpenter terminates the nodes it l
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from dogbooth.core.errors import BringUpError, CommandFailed
+from dogbooth.core.yamlfile import dump_all
 from dogbooth.platforms import plan as p
-from dogbooth.platforms.kubesteps import LB_TIMEOUT_S, eks_settings, kube_target
+from dogbooth.platforms.kubesteps import LB_TIMEOUT_S, eks_kubeconfig, eks_settings, kube_target
 from dogbooth.render import karpenter
 from dogbooth.settings.cluster import EksTarget
 from dogbooth.settings.profiles import Profile
@@ -18,19 +17,12 @@ from dogbooth.settings.profiles import Profile
 KARPENTER_CRDS = ("nodepools.karpenter.sh", "ec2nodeclasses.karpenter.k8s.aws")
 
 
-def private_kubeconfig(profile: Profile) -> Path:
-    path = kube_target(profile).kubeconfig
-    if path is None:  # kube_target gives every eks profile one; a kind-style context would be a bug here
-        raise BringUpError(f"profile {profile.name}: no private kubeconfig for eks")
-    return path
-
-
 def kubectl(profile: Profile, *args: str) -> list[str]:
-    return ["kubectl", "--kubeconfig", str(private_kubeconfig(profile)), *args]
+    return ["kubectl", *kube_target(profile).kubectl_args(), *args]
 
 
 def eksctl_env(profile: Profile) -> dict[str, str]:
-    return {"KUBECONFIG": str(private_kubeconfig(profile))}
+    return {"KUBECONFIG": str(eks_kubeconfig(profile))}
 
 
 def apply_steps(profile: Profile, t: EksTarget) -> list[p.Step]:
@@ -64,7 +56,7 @@ def apply_steps(profile: Profile, t: EksTarget) -> list[p.Step]:
             "platform",
             f"Karpenter {k.version}: NodePool gpu (<= {limit} nvidia.com/gpu), NodePool cpu (<= {k.cpu_limit} vCPU)",
             kubectl(profile, "apply", "-f", "-"),
-            input=karpenter.to_yaml(docs),
+            input=dump_all(docs),
             input_label="generated Karpenter objects (below)",
             show_input=True,
         ),

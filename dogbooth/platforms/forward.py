@@ -31,6 +31,7 @@ from typing import NoReturn
 
 from dogbooth.core.errors import CommandFailed, MissingTools
 from dogbooth.core.tools import Runner
+from dogbooth.platforms.helm import KubeTarget
 
 log = logging.getLogger("dogbooth.platforms.forward")
 
@@ -53,7 +54,8 @@ class Forward:
     context: str | None = None
 
     def kubectl(self, *args: str) -> list[str]:
-        return ["kubectl", *(["--context", self.context] if self.context else []), "-n", self.namespace, *args]
+        target = KubeTarget(context=self.context or None)  # an empty --context means none, as before
+        return ["kubectl", *target.kubectl_args(), "-n", self.namespace, *args]
 
     def find_argv(self) -> list[str]:
         return self.kubectl("get", "svc", self.service, "-o", "name")

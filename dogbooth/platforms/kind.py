@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 from dogbooth.core.paths import REPO_ROOT
+from dogbooth.core.yamlfile import dump_all
 from dogbooth.platforms import plan as p
 from dogbooth.platforms.kubesteps import addon_steps, app_release, image_steps, kind_settings, source_hash, wait_steps
 from dogbooth.platforms.roll import roll_step
@@ -26,7 +27,7 @@ def _kind_cluster_steps(profile: Profile) -> list[p.Step]:
             "cluster",
             f"create or update registry {kind.registry_name} and cluster {kind.context}",
             ["ctlptl", "apply", "-f", "-"],
-            input=cc.to_yaml(cc.ctlptl_config(kind)),
+            input=dump_all(cc.ctlptl_config(kind)),
             input_label="generated ctlptl config (below)",
             show_input=True,
         )

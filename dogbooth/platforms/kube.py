@@ -7,17 +7,13 @@ free GPU, an image that cannot be pulled, a crashing container, a Serve applicat
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import requests
 
 from dogbooth.core.polling import poll
 from dogbooth.platforms.helm import KubeTarget
-
-log = logging.getLogger("dogbooth.platforms.kube")
-T = TypeVar("T")
 
 
 class Kube:

@@ -11,7 +11,7 @@ import logging
 import secrets
 from pathlib import Path
 
-from dogbooth.core.errors import BringUpError, ProfileError
+from dogbooth.core.errors import BringUpError
 from dogbooth.core.names import DASHBOARD_PORT
 from dogbooth.core.paths import REPO_ROOT, state_dir
 from dogbooth.platforms import kube
@@ -22,8 +22,10 @@ from dogbooth.render.chart import CHART_DIR, RELEASE_NAME, chart_values, setting
 from dogbooth.render.image import DOCKERFILE, image_files
 from dogbooth.render.jupyterhub import ADMIN_SECRET, ADMIN_SECRET_KEY, NAMESPACE
 from dogbooth.render.releases import Release, releases_for
-from dogbooth.settings.cluster import EksSettings, KindSettings, eks_target
+from dogbooth.settings.cluster import eks_target
 from dogbooth.settings.profiles import Profile
+from dogbooth.settings.profiles import eks_settings as eks_settings  # re-exported: callers import it from here
+from dogbooth.settings.profiles import kind_settings as kind_settings  # re-exported too
 
 log = logging.getLogger("dogbooth.platforms")
 
@@ -44,18 +46,6 @@ def required_tools(platform: str, command: str) -> tuple[str, ...]:
     return COMMAND_TOOLS[(platform, command)]
 
 
-def kind_settings(profile: Profile) -> KindSettings:
-    if profile.cluster is None or profile.cluster.kind is None:
-        raise ProfileError(f"{profile.source}: cluster.kind: missing")
-    return profile.cluster.kind
-
-
-def eks_settings(profile: Profile) -> EksSettings:
-    if profile.cluster is None or profile.cluster.eks is None:
-        raise ProfileError(f"{profile.source}: cluster.eks: missing")
-    return profile.cluster.eks
-
-
 def source_hash(root: Path = REPO_ROOT) -> str:
     """Content hash of every file the image copies: same inputs, same tag, so a re-run pushes nothing."""
     digest = hashlib.sha256()
@@ -64,11 +54,16 @@ def source_hash(root: Path = REPO_ROOT) -> str:
     return digest.hexdigest()[:10]
 
 
+def eks_kubeconfig(profile: Profile) -> Path:
+    """dogbooth's private kubeconfig for an eks profile's cluster (~/.kube/config is left alone)."""
+    target = eks_target(eks_settings(profile))
+    return state_dir() / f"kubeconfig-eks-{target.name}-{target.region}"
+
+
 def kube_target(profile: Profile) -> KubeTarget:
     if profile.platform == "kind":
         return KubeTarget(context=kind_settings(profile).context)
-    target = eks_target(eks_settings(profile))
-    return KubeTarget(kubeconfig=state_dir() / f"kubeconfig-eks-{target.name}-{target.region}")
+    return KubeTarget(kubeconfig=eks_kubeconfig(profile))
 
 
 def app_release(profile: Profile, image: str) -> Release:
@@ -171,21 +166,29 @@ def addon_steps(profile: Profile) -> list[p.Step]:
 def admin_secret_step(profile: Profile) -> p.Step | None:
     """The bring-up step that generates the admin password into its Secret (native auth only).
 
-    Like the API key (dogbooth/eks.py): created with a random value only when absent, never logged,
+    Like the API key (platforms/eks.py, both via random_secret_step): made only when absent, never logged,
     never rotated by a re-run. Runs before the JupyterHub release, which mounts the Secret.
     """
     hub = jupyterhub.settings(profile)
     if hub is None or hub.auth != "native":
         return None
+    return random_secret_step("addons", "JupyterHub admin", "password", NAMESPACE, ADMIN_SECRET, ADMIN_SECRET_KEY, 24)
+
+
+def random_secret_step(phase: str, owner: str, word: str, namespace: str, name: str, key: str, nbytes: int) -> p.Step:
+    """A step that creates Secret namespace/name holding a random `word` under `key`, only when absent.
+
+    The value is never logged and a re-run never rotates it; the log says how to read it back.
+    """
 
     def ensure(ctx: p.Context) -> None:
-        if ctx.kube.ensure_secret(NAMESPACE, ADMIN_SECRET, ADMIN_SECRET_KEY, lambda: secrets.token_urlsafe(24)):
+        if ctx.kube.ensure_secret(namespace, name, key, lambda: secrets.token_urlsafe(nbytes)):
             log.info(
-                "created Secret %s/%s with a random JupyterHub admin password (not printed); read it with:\n"
+                "created %s Secret %s/%s holding a random %s (not printed); read it with:\n"
                 "  kubectl %s -n %s get secret %s -o jsonpath='{.data.%s}' | base64 -d",
-                NAMESPACE, ADMIN_SECRET, " ".join(ctx.target.kubectl_args()), NAMESPACE, ADMIN_SECRET, ADMIN_SECRET_KEY,
+                owner, namespace, name, word, " ".join(ctx.target.kubectl_args()), namespace, name, key,
             )  # fmt: skip
 
-    title = f"JupyterHub admin Secret {NAMESPACE}/{ADMIN_SECRET} (a random password is made if it is missing)"
-    detail = ["kubernetes API: create the namespace and Secret only when absent; the password is never logged"]
-    return p.python("addons", title, detail, ensure)
+    title = f"{owner} Secret {namespace}/{name} (a random {word} is made if it is missing)"
+    detail = [f"kubernetes API: create the namespace and Secret only when absent; the {word} is never logged"]
+    return p.python(phase, title, detail, ensure)

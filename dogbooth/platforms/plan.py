@@ -24,8 +24,6 @@ from dogbooth.platforms.kube import Kube
 from dogbooth.render.releases import Release
 
 if TYPE_CHECKING:
-    from dogbooth.platforms.helm import Helm
-    from dogbooth.platforms.kube import Kube
     from dogbooth.settings.profiles import Profile
 
 log = logging.getLogger("dogbooth.platforms.plan")

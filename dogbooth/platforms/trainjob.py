@@ -20,6 +20,7 @@ from dogbooth.core.names import MODEL_NAME
 from dogbooth.core.paths import REPO_ROOT
 from dogbooth.core.polling import poll
 from dogbooth.core.tools import Runner, require
+from dogbooth.core.yamlfile import dump_all
 from dogbooth.platforms.kubesteps import kube_target
 from dogbooth.render.chart import chart_values, render_manifests, settings
 from dogbooth.render.k8svalidate import validate_k8s
@@ -30,6 +31,7 @@ from training.errors import TrainingError
 log = logging.getLogger("dogbooth.training.cluster")
 
 TEMPLATE = "templates/training-job.yaml"
+to_yaml = dump_all  # commands/train.py prints the Job with it
 # Flags of `dogbooth train` that the in-pod `python -m training` takes as they are.
 PASS_THROUGH = (
     "instance_prompt",
@@ -95,10 +97,6 @@ def render_job(profile: Profile, request: JobRequest) -> list[dict[str, Any]]:
         obj.setdefault("metadata", {}).setdefault("namespace", settings(profile).namespace)
         validate_k8s(obj)
     return objects
-
-
-def to_yaml(objects: list[dict[str, Any]]) -> str:
-    return "---\n".join(yaml.safe_dump(obj, sort_keys=False) for obj in objects)
 
 
 def _job(objects: list[dict[str, Any]]) -> dict[str, Any]:

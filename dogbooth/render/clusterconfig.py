@@ -23,12 +23,13 @@ import yaml
 from dogbooth.core.errors import ProfileError
 from dogbooth.core.names import GPU_NODE_LABEL
 from dogbooth.core.paths import REPO_ROOT
+from dogbooth.core.yamlfile import dump_all
 from dogbooth.render.chart import CHART_DIR
 from dogbooth.render.eksctl import eksctl_config
 from dogbooth.settings import profiles
 from dogbooth.settings.chart import quantity
 from dogbooth.settings.cluster import KindSettings, eks_target
-from dogbooth.settings.profiles import Profile
+from dogbooth.settings.profiles import Profile, kind_settings
 
 DEPLOY_DIR = REPO_ROOT / "deploy"
 GPU_NODE_SCRIPT = DEPLOY_DIR / "kind" / "gpu-node-setup.sh"
@@ -37,10 +38,6 @@ NVIDIA_RUNTIME_CLASS = DEPLOY_DIR / "kind" / "nvidia-runtimeclass.yaml"
 # nvkind's trick: with `accept-nvidia-visible-devices-as-volume-mounts = true` on the host, the
 # nvidia runtime injects every GPU into a container that has this path mounted.
 NVIDIA_ALL_DEVICES_MOUNT = {"hostPath": "/dev/null", "containerPath": "/var/run/nvidia-container-devices/all"}
-
-
-def kind_cluster_name(kind: KindSettings) -> str:
-    return kind.context  # ctlptl names kind clusters after their kube context: kind-<name>
 
 
 def kind_gpu_node(kind: KindSettings) -> str:
@@ -84,7 +81,7 @@ def ctlptl_config(kind: KindSettings) -> list[dict[str, Any]]:
         "apiVersion": "ctlptl.dev/v1alpha1",
         "kind": "Cluster",
         "product": "kind",
-        "name": kind_cluster_name(kind),
+        "name": kind.context,  # ctlptl names kind clusters after their kube context: kind-<name>
         "registry": kind.registry_name,
         # No `kubernetesVersion`: ctlptl would look it up in its table of kind releases (and fail
         # for a kind newer than that ctlptl) instead of using the pinned image on the nodes.
@@ -118,9 +115,9 @@ def memory_plan(profile: Profile) -> MemoryPlan:
     Under upgradeStrategy NewCluster a new image starts a second, full RayCluster next to the
     running one; under None it replaces the running one, so only one exists at a time.
     """
-    kind = profile.cluster.kind if profile.cluster else None
-    if kind is None or profile.chart is None:
-        raise ProfileError(f"{profile.source}: cluster.kind: only kind profiles have a memory budget")
+    kind = kind_settings(profile)
+    if profile.chart is None:
+        raise ProfileError(f"{profile.source}: chart: missing (the memory budget counts its pods)")
     c = profile.chart
     per_cluster = quantity(c.head.resources.limits.memory)
     per_cluster += c.worker.max_replicas * quantity(c.worker.resources.limits.memory)
@@ -149,11 +146,6 @@ def check_memory_budget(profile: Profile) -> MemoryPlan:
     return plan
 
 
-def to_yaml(documents: list[dict[str, Any]] | dict[str, Any]) -> str:
-    docs = documents if isinstance(documents, list) else [documents]
-    return yaml.safe_dump_all(docs, sort_keys=False)
-
-
 SNAPSHOTS = {
     "kind-cpu": DEPLOY_DIR / "kind" / "ctlptl-kind-cpu.yaml",
     "kind-gpu": DEPLOY_DIR / "kind" / "ctlptl-kind-gpu.yaml",
@@ -171,9 +163,9 @@ def snapshot(profile_name: str) -> str:
         "# Regenerate: python -m dogbooth.render.clusterconfig (tests/test_plans.py checks it is current).\n"
     )
     if cluster is not None and cluster.kind is not None:
-        return header + to_yaml(ctlptl_config(cluster.kind))
+        return header + dump_all(ctlptl_config(cluster.kind))
     if cluster is not None and cluster.eks is not None:
-        return header + to_yaml(eksctl_config(cluster.eks, eks_target(cluster.eks, env={})))
+        return header + dump_all([eksctl_config(cluster.eks, eks_target(cluster.eks, env={}))])
     raise ValueError(f"profile {profile_name} has no cluster section")
 
 

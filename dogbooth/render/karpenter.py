@@ -15,15 +15,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
-
 from dogbooth.core.errors import ProfileError
 from dogbooth.core.names import GPU_NODE_LABEL
 from dogbooth.core.paths import REPO_ROOT
+from dogbooth.core.yamlfile import dump_all
 from dogbooth.render.eksctl import DISCOVERY_TAG, POOL_LABEL
 from dogbooth.settings import profiles
 from dogbooth.settings.cluster import EksSettings, EksTarget, eks_target, gpu_pool_size
-from dogbooth.settings.profiles import Profile
+from dogbooth.settings.profiles import Profile, eks_settings
 
 SNAPSHOT = REPO_ROOT / "deploy" / "eks" / "karpenter-eks.yaml"
 NODEPOOL_CRD = "karpenter-crds/karpenter.sh_nodepools.yaml"  # under k8svalidate.schema_dir()
@@ -107,8 +106,8 @@ def gpu_limit(profile: Profile) -> int:
 
 def objects(profile: Profile, target: EksTarget) -> list[dict[str, Any]]:
     """EC2NodeClasses then NodePools for an eks profile with Karpenter on; [] when it is off."""
-    eks = profile.cluster.eks if profile.cluster else None
-    if eks is None or not eks.karpenter.enabled:
+    eks = eks_settings(profile)
+    if not eks.karpenter.enabled:
         return []
     k, gpu = eks.karpenter, eks.gpu_nodegroup
     gpu_pool = _node_pool("gpu", {POOL_LABEL: "gpu", GPU_NODE_LABEL: "true"}, k.gpu_instance_types,
@@ -123,20 +122,14 @@ def objects(profile: Profile, target: EksTarget) -> list[dict[str, Any]]:
     ]
 
 
-def to_yaml(docs: list[dict[str, Any]]) -> str:
-    return "---\n".join(yaml.safe_dump(d, sort_keys=False) for d in docs)
-
-
 def snapshot(profile_name: str = "eks") -> str:
     profile = profiles.load(profile_name)
-    eks = profile.cluster.eks if profile.cluster else None
-    if eks is None:
-        raise ProfileError(f"{profile.source}: cluster.eks: missing")
+    eks = eks_settings(profile)
     header = (
         f"# GENERATED from profiles/{profile_name}.yaml by dogbooth/render/karpenter.py; do not edit.\n"
         "# Regenerate: python -m dogbooth.render.karpenter (tests/test_eks.py checks it is current).\n"
     )
-    return header + to_yaml(objects(profile, eks_target(eks, env={})))
+    return header + dump_all(objects(profile, eks_target(eks, env={})))
 
 
 if __name__ == "__main__":

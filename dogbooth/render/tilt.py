@@ -15,7 +15,7 @@ from dogbooth.core.names import DASHBOARD_PORT, RELEASE_NAME
 from dogbooth.core.paths import REPO_ROOT
 from dogbooth.render.chart import render_stdout, settings
 from dogbooth.render.image import APP_DIR, DOCKERFILE, IMAGE_CONTEXT, LIVE_SYNC
-from dogbooth.settings.profiles import Profile
+from dogbooth.settings.profiles import Profile, kind_settings
 
 RESOURCE = "dogbooth"  # the Tilt resource that groups our objects
 # Where Tilt finds the images inside the RayService (it only knows Deployments' paths itself).
@@ -35,8 +35,7 @@ def _forward(profile: Profile, name: str, service: str, port: int) -> dict[str, 
     so the forward runs in the project's environment too. Tilt never restarts a serve_cmd that exits;
     the module does that itself (docs/tilt.md).
     """
-    context = profile.cluster.kind.context if profile.cluster and profile.cluster.kind else None
-    argv = [sys.executable, "-m", FORWARD_MODULE, *(["--context", context] if context else [])]
+    argv = [sys.executable, "-m", FORWARD_MODULE, "--context", kind_settings(profile).context]
     argv += ["--namespace", settings(profile).namespace, "--service", f"{RELEASE_NAME}-{service}", "--port", str(port)]
     return {"name": f"{name}-{port}", "port": port, "cmd": argv}
 
@@ -45,8 +44,8 @@ def _watchers(profile: Profile) -> list[dict[str, Any]]:
     """Long-running helpers beside the app: under upgradeStrategy None, the roll (docs/kind.md)."""
     if settings(profile).upgrade_strategy != "None":
         return []
-    context = profile.cluster.kind.context if profile.cluster and profile.cluster.kind else None
-    argv = [sys.executable, "-m", ROLL_MODULE, "--context", str(context), "--namespace", settings(profile).namespace]
+    context = kind_settings(profile).context
+    argv = [sys.executable, "-m", ROLL_MODULE, "--context", context, "--namespace", settings(profile).namespace]
     return [{"name": "roll", "cmd": [*argv, "--watch"]}]
 
 

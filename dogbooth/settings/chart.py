@@ -9,9 +9,9 @@ must be able to hold the Serve replicas the profile asks for.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from dogbooth.core.model import Strict
 from dogbooth.core.names import DASHBOARD_PORT, DNS_LABEL, KUBERAY_NAMESPACE, NAMESPACE
@@ -41,15 +41,18 @@ def quantity(value: str) -> float:
     return number * _SUFFIX[unit] if unit else number
 
 
-class Quantities(Strict):
-    cpu: str = Field(description="CPU cores, e.g. 2 or 500m")
-    memory: str = Field(description="memory, e.g. 8Gi")
+def _check_quantity(value: str) -> str:
+    quantity(value)
+    return value
 
-    @field_validator("cpu", "memory")
-    @classmethod
-    def _is_quantity(cls, v: str) -> str:
-        quantity(v)
-        return v
+
+# A string field that must parse as a Kubernetes quantity; the error names the field like any other.
+Quantity = Annotated[str, AfterValidator(_check_quantity)]
+
+
+class Quantities(Strict):
+    cpu: Quantity = Field(description="CPU cores, e.g. 2 or 500m")
+    memory: Quantity = Field(description="memory, e.g. 8Gi")
 
 
 class Resources(Strict):
@@ -128,17 +131,11 @@ class ModelCache(Strict):
     """
 
     kind: Literal["pvc", "ephemeral", "host_path"]
-    size: str = "50Gi"
+    size: Quantity = "50Gi"
     storage_class: str | None = None
     access_mode: Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"] = "ReadWriteOnce"
     host_path: str | None = Field(default=None, description="node directory, writable by uid 1000")
     mount_path: str = Field(default="/home/ray/cache", pattern=r"^/")
-
-    @field_validator("size")
-    @classmethod
-    def _size(cls, v: str) -> str:
-        quantity(v)
-        return v
 
     @model_validator(mode="after")
     def _complete(self) -> ModelCache:

@@ -17,7 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from dogbooth.core.errors import ProfileError
 from dogbooth.core.model import Strict
 from dogbooth.core.names import DNS_LABEL
-from dogbooth.settings.chart import quantity
+from dogbooth.settings.chart import Quantity, quantity
 
 _KIND_NAME_MAX = 40  # kind cluster and ctlptl registry names become container and context names
 # EKS bills extended support for a minor past its 14 months of standard support; 1.33's ended on
@@ -43,10 +43,10 @@ class KindSettings(Strict):
     ingress_http_port: int = Field(8080, ge=1, le=65535, description="host port -> ingress-nginx :80")
     ingress_https_port: int = Field(8443, ge=1, le=65535, description="host port -> ingress-nginx :443")
     gpu: bool = Field(False, description="pass the host's NVIDIA GPUs into a worker node (nvkind style)")
-    memory_budget: str = Field(
+    memory_budget: Quantity = Field(
         "8Gi", description="memory Docker gives the kind nodes (Docker Desktop: Settings > Resources)"
     )
-    system_reserve: str = Field(
+    system_reserve: Quantity = Field(
         "3Gi",
         description="part of memory_budget kept for the control plane, add-ons, registry, Docker and image builds",
     )
@@ -66,12 +66,6 @@ class KindSettings(Strict):
                 "must be kindest/node:vX.Y.Z@sha256:<64 hex digits>, an image from the kind release notes "
                 "(a tag alone can move, and kind only supports the digests it published)"
             )
-        return v
-
-    @field_validator("memory_budget", "system_reserve")
-    @classmethod
-    def _memory(cls, v: str) -> str:
-        quantity(v)
         return v
 
     @model_validator(mode="after")

@@ -17,7 +17,7 @@ from dogbooth.core.names import DASHBOARD_PORT, SERVE_PORT
 from dogbooth.core.paths import REPO_ROOT
 from dogbooth.core.yamlfile import describe, read_mapping
 from dogbooth.settings.chart import ChartSettings, quantity
-from dogbooth.settings.cluster import ClusterSettings, check_platform
+from dogbooth.settings.cluster import ClusterSettings, EksSettings, KindSettings, check_platform
 from services.models import ModelError, parse_model_ref
 from services.schemas import AppArgs
 
@@ -152,6 +152,18 @@ class Profile(Strict):
     @property
     def source(self) -> Path:
         return PROFILES_DIR / f"{self.name}.yaml"
+
+
+def kind_settings(profile: Profile) -> KindSettings:
+    if profile.cluster is None or profile.cluster.kind is None:
+        raise ProfileError(f"{profile.source}: cluster.kind: missing")
+    return profile.cluster.kind
+
+
+def eks_settings(profile: Profile) -> EksSettings:
+    if profile.cluster is None or profile.cluster.eks is None:
+        raise ProfileError(f"{profile.source}: cluster.eks: missing")
+    return profile.cluster.eks
 
 
 def available() -> list[str]:
