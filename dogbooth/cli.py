@@ -127,25 +127,14 @@ def cmd_tilt_config(a: argparse.Namespace) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> None:
-
     train(load_profile(a.profile, port=a.port), a)
 
 
-def _train_args(p: argparse.ArgumentParser) -> None:
-    add_args(p)
-
-
 def cmd_pipeline(a: argparse.Namespace) -> None:
-
     command.run(load_profile(a.profile, port=a.port), a)
 
 
-def _pipeline_args(p: argparse.ArgumentParser) -> None:
-    command.add_args(p)
-
-
 def cmd_fetch_schemas(a: argparse.Namespace) -> None:
-
     for path in k8svalidate.fetch_schemas(a.output):
         print(path, flush=True)
 
@@ -235,8 +224,8 @@ EXTRA_ARGS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "cloud": _dry_run_arg,
     "doctor": _doctor_args,
     "render": _render_args,
-    "train": _train_args,
-    "pipeline": _pipeline_args,
+    "train": add_args,
+    "pipeline": command.add_args,
     "fetch-schemas": _fetch_schemas_args,
 }
 

@@ -98,8 +98,9 @@ def _created(folder: Path, manifest: dict[str, Any]) -> str | None:
         return None
 
 
-def read(store: Path, adapter_id: str, served_model: str) -> AdapterInfo:
-    """The adapter `adapter_id` of `store`, checked against the served base model. Raises AdapterError."""
+def check(store: Path, adapter_id: str, served_model: str) -> dict[str, Any]:
+    """Whether `adapter_id` of `store` can serve `served_model`: its folder, manifest, base model and
+    weights, without listing the folder. Returns the manifest; raises AdapterError."""
     folder = store / adapter_id
     if not ADAPTER_ID.match(adapter_id) or not folder.is_dir():
         raise UnknownAdapter(adapter_id, f"no adapter {adapter_id!r} in the store (GET /adapters lists them)")
@@ -115,9 +116,16 @@ def read(store: Path, adapter_id: str, served_model: str) -> AdapterInfo:
         raise WrongBase(
             adapter_id, f"adapter {adapter_id!r} was trained on {base!r} but this deployment serves {served_model!r}"
         )
-    weights = folder / WEIGHTS
-    if not weights.is_file():
+    if not (folder / WEIGHTS).is_file():
         raise DamagedAdapter(adapter_id, f"adapter {adapter_id!r} has no {WEIGHTS}")
+    return manifest
+
+
+def read(store: Path, adapter_id: str, served_model: str) -> AdapterInfo:
+    """The adapter `adapter_id` of `store`, checked against the served base model (`check`), with its
+    rank, size and creation time. Raises AdapterError."""
+    manifest = check(store, adapter_id, served_model)
+    folder = store / adapter_id
     rank = (
         manifest.get("config", {}).get("model", {}).get("lora_rank")
         if isinstance(manifest.get("config"), dict)
@@ -125,7 +133,12 @@ def read(store: Path, adapter_id: str, served_model: str) -> AdapterInfo:
     )
     size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
     return AdapterInfo(
-        adapter_id, str(folder), base, rank if isinstance(rank, int) else None, size, _created(folder, manifest)
+        adapter_id,
+        str(folder),
+        manifest["base_model"],
+        rank if isinstance(rank, int) else None,
+        size,
+        _created(folder, manifest),
     )
 
 

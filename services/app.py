@@ -201,7 +201,10 @@ class Imagine:
             for _ in range(3):
                 if adapter is not None:
                     # Marks it most recently used, and loads it again if the LRU evicted it since its request.
-                    await self._load_adapter(adapter)
+                    try:
+                        await self._load_adapter(adapter)
+                    except AdapterError as e:  # deleted or damaged since its request: each answers 404/422/424
+                        return [e] * len(jobs)
                 # The pipeline runs in a thread so health checks and queueing stay responsive.
                 results = await asyncio.to_thread(self.generator.generate_many, jobs, timings)
                 if not any(isinstance(r, AdapterNotLoaded) for r in results):
@@ -225,8 +228,11 @@ class Imagine:
         return params, _invalid({name: msg}, [{"loc": ["header", name], "msg": msg, "type": "value_error"}])
 
     async def _ensure_adapter(self, adapter_id: str) -> JSONResponse | None:
+        # 404/422/424 before any queueing. An adapter not held is read by its loader; one held is checked
+        # (off the event loop) in case it was deleted or damaged since it was loaded.
         try:
-            adapters.read(self.store, adapter_id, self.args.model)  # 404/422/424 before any queueing
+            if adapter_id in self.generator.adapters:
+                await asyncio.to_thread(adapters.check, self.store, adapter_id, self.args.model)
             await self._load_adapter(adapter_id)
         except AdapterError as e:
             return _adapter_error(e)

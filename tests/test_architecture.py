@@ -43,6 +43,7 @@ HEAVY = {
     "jsonschema": "schema checks only",
     "schemathesis": "reliability fuzzing only; slow to import",
     "hypothesis": "reliability fuzzing only",
+    "aiohttp": "bench and reliability load only; ~100 ms at CLI start",
 }
 # Project imports inside a function, each deliberate. Nothing else may hide one.
 DELIBERATE = {

@@ -21,10 +21,10 @@ from typing import Any
 import requests
 
 from dogbooth.commands.benchload import saturate
-from dogbooth.commands.loadgen import imagine_path
+from dogbooth.commands.loadgen import imagine_path, percentile
 from dogbooth.core.paths import REPO_ROOT
 from dogbooth.platforms import local
-from dogbooth.settings.profiles import Profile
+from dogbooth.settings.profiles import Profile, with_overrides
 from training import config as config_mod
 from training.run import run as train
 
@@ -33,17 +33,11 @@ GOALS = {"cold_load_p95_ms": 300, "warm_switch_p95_ms": 20, "ratio_8_over_1": 0.
 SWITCH_ADAPTERS = 8
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def make_store(directory: Path, count: int) -> list[str]:
     """`count` adapters in `directory`: one real LoRA export, copied (loading each is the real cost)."""
-    cfg = config_mod.load("local", {"method": "lora", "max_train_steps": 10, "output": directory / "a000"})
-    data = cfg.model_dump()
-    data["validation"]["every_n_steps"] = 10_000  # one grid at the end is enough here
-    train(type(cfg).model_validate(data))
+    # validate_every past the run: one grid at the end is enough here
+    flags = {"method": "lora", "max_train_steps": 10, "validate_every": 10_000, "output": directory / "a000"}
+    train(config_mod.load("local", flags))
     ids = [f"a{i:03d}" for i in range(count)]
     for adapter_id in ids[1:]:
         shutil.copytree(directory / "a000", directory / adapter_id)
@@ -58,8 +52,9 @@ def _timed_ms(url: str, params: dict[str, Any]) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def _latencies(endpoint: str, query: dict[str, Any], ids: list[str]) -> dict[str, Any]:
-    """Cold loads over every id (in order, so past the LRU's size they evict too), then warm switches."""
+def _latencies(endpoint: str, query: dict[str, Any], ids: list[str], held: list[str]) -> dict[str, Any]:
+    """Cold loads over every id (in order, so past the LRU's size they evict too), then warm switches
+    between `held`, the most recently used (in memory)."""
     base = lambda: _timed_ms(endpoint, {**query, "seed": 1})  # noqa: E731
     for _ in range(3):
         base()  # warm-up
@@ -67,7 +62,6 @@ def _latencies(endpoint: str, query: dict[str, Any], ids: list[str]) -> dict[str
     for adapter_id in ids:
         first = _timed_ms(endpoint, {**query, "seed": 1, "adapter": adapter_id})
         cold.append(first - base())
-    held = ids[-SWITCH_ADAPTERS:]  # the most recently used: in memory
     same = [_timed_ms(endpoint, {**query, "seed": 1, "adapter": held[-1]}) for _ in range(9)]
     same_p50 = statistics.median(same)
     switches = [
@@ -77,8 +71,8 @@ def _latencies(endpoint: str, query: dict[str, Any], ids: list[str]) -> dict[str
     ]
     return {
         "cold_load_p50_ms": round(statistics.median(cold), 1),
-        "cold_load_p95_ms": round(_percentile(cold, 0.95), 1),
-        "warm_switch_p95_ms": round(_percentile(switches, 0.95), 1),
+        "cold_load_p95_ms": round(percentile(cold, 95), 1),
+        "warm_switch_p95_ms": round(percentile(switches, 95), 1),
         "same_adapter_p50_ms": round(same_p50, 1),
     }
 
@@ -88,17 +82,15 @@ def measure(profile: Profile, count: int, duration_s: float, concurrency: int) -
     directory = Path(tempfile.mkdtemp(prefix="dogbooth-bench-adapters-"))
     try:
         ids = make_store(directory / "store", count)
-        data = profile.model_dump()
-        data["serve"]["app"]["adapters"]["store"] = str(directory / "store")
-        served = Profile.model_validate(data)
+        served = with_overrides(profile, adapters=directory / "store")
         state = local.start_head(served, REPO_ROOT)
         try:
             local.deploy(state, served)
             endpoint = f"{state.endpoint_base}/imagine"
             defaults = served.serve.app.defaults
             query = {"prompt": "a photo of sks object", "img_size": defaults.width, "steps": defaults.steps}
-            figures = _latencies(endpoint, query, ids)
-            held = ids[-SWITCH_ADAPTERS:]
+            held = ids[-SWITCH_ADAPTERS:]  # the most recently used once every id was asked for: in memory
+            figures = _latencies(endpoint, query, ids, held)
             loaded = requests.get(f"{state.endpoint_base}/readyz", timeout=30).json()["adapters"]
             one = saturate(state.endpoint_base, lambda i: imagine_path({**query, "seed": i, "adapter": held[-1]}),
                            concurrency=concurrency, duration_s=duration_s, warmup_s=2)  # fmt: skip

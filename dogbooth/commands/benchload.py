@@ -11,12 +11,14 @@ import asyncio
 import statistics
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-
-import aiohttp
+from typing import TYPE_CHECKING
 
 from dogbooth.commands import loadgen
 from dogbooth.commands.loadgen import Outcome
 from dogbooth.core.errors import DogboothError
+
+if TYPE_CHECKING:
+    import aiohttp
 
 PathFor = Callable[[int], str]  # request number -> path with query
 

@@ -26,10 +26,11 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-import aiohttp
+if TYPE_CHECKING:
+    import aiohttp  # imported where a request is made: ~100 ms the CLI's start need not pay
 
 GRACE_S = 5.0  # on top of the service's request timeout before a request counts as hung
 
@@ -86,6 +87,8 @@ def bearer(key: str | None) -> dict[str, str]:
 
 def session(timeout_s: float, headers: dict[str, str] | None = None) -> aiohttp.ClientSession:
     """A client session with one overall deadline per request and no connection cap (counts bound load)."""
+    import aiohttp
+
     return aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=timeout_s),
         connector=aiohttp.TCPConnector(limit=0, force_close=False),
@@ -99,6 +102,8 @@ def _url_for(url: Urls) -> UrlFor:
 
 async def send(client: aiohttp.ClientSession, url: str, origin: float) -> Outcome:
     """GET `url`, reading the whole body; never raises for HTTP or network trouble."""
+    import aiohttp  # loaded already by `session`: a lookup
+
     started = time.monotonic()
     try:
         async with client.get(url) as response:

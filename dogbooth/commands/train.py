@@ -39,16 +39,19 @@ def add_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def adapter_output(profile: Profile, adapter_id: str, method: str, output: Path | None) -> Path:
-    """Where `--adapter-id` puts the export: `<store>/<id>`, which the serving replicas read."""
+def check_adapter_id(adapter_id: str) -> None:
+    """Refuses an `--adapter-id` the store cannot hold (`train` and `pipeline` check before any work)."""
     if not ADAPTER_ID.match(adapter_id):
         raise TrainingError(f"--adapter-id {adapter_id!r}: use 1-63 of a-z, 0-9 and -, starting with a letter or digit")
+
+
+def adapter_output(profile: Profile, adapter_id: str, method: str, output: Path | None) -> Path:
+    """Where `--adapter-id` puts the export: `<store>/<id>`, which the serving replicas read."""
+    check_adapter_id(adapter_id)
     if method != "lora":
         raise TrainingError(f"--adapter-id needs --method lora (the training config says {method}); adapters are LoRA")
     if output is not None:
         raise TrainingError("give --adapter-id or --output, not both: --adapter-id writes into the adapter store")
-    if profile.platform != "local":
-        raise TrainingError("--adapter-id: only local profiles publish to the store for now; train with --output")
     return store_dir(profile.serve.app) / adapter_id
 
 
@@ -72,7 +75,7 @@ def train(profile: Profile, a: argparse.Namespace) -> None:
 
 def _train_here(profile: Profile, a: argparse.Namespace) -> None:
     cfg = config_mod.load(_config_for(profile), _flags(a))
-    if getattr(a, "adapter_id", None):
+    if a.adapter_id:
         # The export is staged beside the target and renamed into place (training/export.py): never half-written.
         target = adapter_output(profile, a.adapter_id, cfg.model.method, a.output)
         cfg = config_mod.with_overrides(cfg, {"output": target})
@@ -84,7 +87,7 @@ def _train_here(profile: Profile, a: argparse.Namespace) -> None:
 
 
 def _train_in_cluster(profile: Profile, a: argparse.Namespace) -> None:
-    if getattr(a, "adapter_id", None):
+    if a.adapter_id:
         raise TrainingError("--adapter-id: only local profiles publish to the store for now; train with --output")
     flags = _flags(a)
     output_name = a.output.name if a.output else MODEL_NAME

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from dogbooth.commands.pipeline import local, steps
+from dogbooth.commands.train import check_adapter_id
 from dogbooth.core.errors import ProfileError
 from dogbooth.core.names import MODEL_NAME
 from dogbooth.core.paths import REPO_ROOT
@@ -52,6 +53,8 @@ def run(profile: Profile, a: argparse.Namespace) -> None:
     if profile.platform != "local":
         return _run_cluster(profile, a)
 
+    adapter_id = a.adapter_id or MODEL_NAME
+    check_adapter_id(adapter_id)  # before prepare, train and validate spend their time
     params = steps.Params(
         training_config=_training_config(profile),
         output_dir=(a.output or DEFAULT_OUTPUT).resolve(),
@@ -62,7 +65,7 @@ def run(profile: Profile, a: argparse.Namespace) -> None:
         scorer=a.scorer,
         compare_base=not a.no_compare_base,
         method=a.method,
-        adapter_id=a.adapter_id or MODEL_NAME,
+        adapter_id=adapter_id,
     )
     if a.dry_run:
         print(f"profile {profile.name} is platform local: the steps run in this process; would run {params}")

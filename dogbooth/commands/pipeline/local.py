@@ -10,12 +10,12 @@ import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlencode
 
+from dogbooth.commands.loadgen import imagine_path
 from dogbooth.commands.pipeline import steps
 from dogbooth.commands.pipeline.deploy import deploy_local
 from dogbooth.settings.profiles import Profile
-from services.adapters import ADAPTER_ID, store_dir
+from services.adapters import store_dir
 from training.export import publish_adapter
 
 log = logging.getLogger("dogbooth.commands.pipeline")
@@ -33,8 +33,8 @@ class LocalResult:
 
 def curl_for(profile: Profile, adapter_id: str, prompt: str) -> str:
     """A ready-to-run request for the adapter on the profile's endpoint."""
-    query = urlencode({"prompt": prompt, "seed": 7, "adapter": adapter_id})
-    url = f"http://127.0.0.1:{profile.serve.http_port}/imagine?{query}"
+    path = imagine_path({"prompt": prompt, "seed": 7, "adapter": adapter_id})
+    url = f"http://127.0.0.1:{profile.serve.http_port}{path}"
     return f"curl -o {adapter_id}.png -H {shlex.quote('serve_multiplexed_model_id: ' + adapter_id)} {shlex.quote(url)}"
 
 
@@ -76,9 +76,9 @@ def _publish(
     profile: Profile, params: steps.Params, export_dir: Path, report: steps.ValidationReport, prompt: str
 ) -> LocalResult:
     """A LoRA passed the gate: into the store, where the running service finds it; nothing is rolled."""
-    adapter_id = params.adapter_id or export_dir.name
-    if not ADAPTER_ID.match(adapter_id):
-        raise steps.PipelineInputError(f"--adapter-id {adapter_id!r}: use 1-63 of a-z, 0-9 and -")
+    adapter_id = params.adapter_id  # checked before the steps ran (pipeline/command.py)
+    if adapter_id is None:
+        raise steps.PipelineInputError("--method lora publishes into the adapter store: give --adapter-id")
     store = store_dir(profile.serve.app)
     _say(5, f"publish: adapter {adapter_id} into {store} (the service is not restarted)")
     target = publish_adapter(export_dir, store, adapter_id)
