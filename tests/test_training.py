@@ -12,21 +12,42 @@ from typing import Any
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from training import checkpoints
 from training import config as config_mod
 from training.checkpoints import work_dir_for
+from training.cli import overrides, parser
 from training.config import RecipeConfig
+from training.figures import GRID_FILE
 from training.recipe import DreamBoothRecipe
 from training.run import run
 
 STEPS = 30
 
 
+# The smoke variant of the local config the figures below were measured on: the tiny base (what the test
+# stack serves, so adapters trained here load there), no prior, no figures, the earlier optimizer.
+SMOKE = {
+    "model": {
+        "base_model": "tiny",
+        "lora_rank": 4,
+        "lora_alpha": None,
+        "lora_targets": ["to_k", "to_q", "to_v", "to_out.0"],
+    },
+    "prior": {"enabled": False},
+    "figures": {"enabled": False},
+    "optimizer": {"learning_rate": 1e-3, "lr_scheduler": "constant_with_warmup", "lr_warmup_steps": 5},
+    "train": {"batch_size": 4},
+}
+
+
 def make_config(output: Path, **keys: Any) -> RecipeConfig:
-    """The local config with one short validation; `section__key=value` overrides any key."""
+    """The smoke config with one short validation; `section__key=value` overrides any key."""
     data = config_mod.load("local").model_dump()
+    for section, values in SMOKE.items():
+        data[section].update(values)
     data["validation"].update(prompts=["a photo of sks object"], num_inference_steps=2, every_n_steps=1000)
     data["export"]["output_dir"] = str(output)
     for name, value in keys.items():
@@ -87,6 +108,7 @@ def lora_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         out, model__method="lora", model__train_text_encoder=True, model__gradient_checkpointing=True,
         prior__enabled=True, prior__num_class_images=3, prior__sample_steps=2, train__max_train_steps=3,
         train__gradient_accumulation_steps=2, data__random_flip=True, optimizer__use_8bit_adam=True,
+        figures__enabled=True, figures__samples=2, figures__num_inference_steps=2,
     )  # fmt: skip
     run(cfg)
     return out
@@ -112,6 +134,13 @@ def test_config_errors_name_file_and_key(tmp_path: Path) -> None:
     assert f"{bad}: train.resolution" in str(e.value) and "train.bogus" in str(e.value)
     with pytest.raises(config_mod.TrainingConfigError, match="command line: train.max_train_steps"):
         config_mod.load("local", {"max_train_steps": 0})
+
+
+def test_no_prior_preservation_flag_turns_the_prior_off() -> None:
+    assert config_mod.load("local").prior.enabled  # the local default, measured in docs/training.md
+    args = parser().parse_args(["--no-prior-preservation"])
+    assert not config_mod.load("local", overrides(args)).prior.enabled
+    assert config_mod.load("local", overrides(parser().parse_args([]))).prior.enabled
 
 
 def test_loss_drops_on_generated_dataset(full_run: Path) -> None:
@@ -159,6 +188,11 @@ def test_lora_export_with_text_encoder_and_prior(lora_run: Path, caplog: pytest.
     manifest = json.loads((lora_run / "dogbooth-training.json").read_text())
     assert (manifest["export"], manifest["base_model"], manifest["steps"]) == ("lora", "tiny", 3)
     assert manifest["prompts"]["class"] == "a photo of an object"
+    figs = manifest["figures"]  # measured before and after, on 2 seeds per prompt
+    assert set(figs) >= {"subject_fidelity", "class_leakage", "specificity"} and figs["samples"] == 2
+    assert all(0 <= figs[k][when] <= 1 for k in ("subject_fidelity", "class_leakage") for when in ("before", "after"))
+    assert figs["specificity"] == pytest.approx(figs["subject_fidelity"]["after"] - figs["class_leakage"]["after"])
+    assert Image.open(lora_run / GRID_FILE).size == (2 * 64, 4 * 64)  # seeds x (before, after) x (instance, class)
     assert len(list((work_dir_for(lora_run) / "class-images").glob("class-*.png"))) == 3
     weights = lora_run / "pytorch_lora_weights.safetensors"
     keys = load_file(str(weights)).keys()

@@ -77,6 +77,10 @@ def test_synthetic_dataset_is_deterministic(tmp_path: Path) -> None:
     assert len({im.tobytes() for im in a}) == 3  # varied backgrounds and placements
     folder = write_synthetic_dataset(tmp_path / "data", 3, 64)
     assert len(load_folder(folder, 64)) == 3
+    stale = folder / "object-001.png"  # as a work dir left by an older generator holds
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(stale)
+    write_synthetic_dataset(tmp_path / "data", 3, 64)
+    assert [im.tobytes() for im in load_folder(folder, 64)] == [im.tobytes() for im in synthetic_images(3, 64)]
 
 
 def test_only_complete_checkpoints_are_listed(tmp_path: Path) -> None:

@@ -32,6 +32,13 @@ def add_run_args(p: argparse.ArgumentParser, *, base_model_flag: bool = True) ->
     p.add_argument("--checkpoint-every", type=int, help="save a checkpoint every N steps")
     p.add_argument("--validate-every", type=int, help="save a validation grid every N steps")
     p.add_argument("--hub-repo", help="push the export to this Hub repo (needs HF_TOKEN)")
+    p.add_argument(
+        "--no-prior-preservation",
+        dest="prior_enabled",
+        action="store_const",
+        const=False,
+        help="train on the instance images alone (prior.enabled: false), e.g. to compare class_leakage",
+    )
     p.add_argument("--resume", help="'latest' (newest complete checkpoint, if any) or a checkpoint directory")
 
 

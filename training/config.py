@@ -43,6 +43,11 @@ class ModelConfig(Strict):
     method: Literal["full", "lora"] = "lora"
     lora_rank: int = Field(4, ge=1, le=256)
     lora_alpha: int | None = Field(None, ge=1, description="null = lora_rank (scale 1)")
+    lora_targets: list[str] = Field(
+        default_factory=lambda: ["to_k", "to_q", "to_v", "to_out.0"],
+        min_length=1,
+        description="UNet module names that get adapters; the default is diffusers' DreamBooth LoRA set",
+    )
     train_text_encoder: bool = False
     gradient_checkpointing: bool = False
     attention: Literal["sdpa", "eager"] = "sdpa"
@@ -87,6 +92,17 @@ class ValidationConfig(Strict):
     seed: int = 0
 
 
+class FiguresConfig(Strict):
+    """Samples for subject_fidelity / class_leakage / specificity (training/figures.py)."""
+
+    enabled: bool = True
+    samples: int = Field(8, ge=1, le=64, description="seeds per prompt, the same for both prompts")
+    seed: int = Field(1000, ge=0)
+    num_inference_steps: int = Field(20, ge=1, le=150)
+    guidance: float = Field(1.0, ge=0, le=30)
+    grid: int = Field(8, ge=2, description="the scorer compares images reduced to grid x grid pixels")
+
+
 class ExportConfig(Strict):
     output_dir: str = Field(f"out/{MODEL_NAME}", min_length=1)
     hub_repo: str | None = Field(None, description="org/name to push to with HF_TOKEN; null = no push")
@@ -101,6 +117,7 @@ class RecipeConfig(Strict):
     train: TrainConfig = TrainConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     validation: ValidationConfig = ValidationConfig()
+    figures: FiguresConfig = FiguresConfig()
     export: ExportConfig = ExportConfig()
 
     @model_validator(mode="after")
@@ -123,6 +140,7 @@ OVERRIDES: dict[str, tuple[str, str]] = {
     "checkpoint_every": ("checkpoint", "every_n_steps"),
     "validate_every": ("validation", "every_n_steps"),
     "hub_repo": ("export", "hub_repo"),
+    "prior_enabled": ("prior", "enabled"),
 }
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from services.models import TRAINING_MANIFEST, parse_model_ref
 from training.config import ExportConfig, RecipeConfig
 from training.errors import TrainingError
+from training.figures import GRID_FILE
 
 if TYPE_CHECKING:
     from training.state import TrainedModules, TrainResult
@@ -66,23 +67,33 @@ def manifest(cfg: RecipeConfig, result: TrainResult) -> dict[str, Any]:
         **loss_summary(result.losses),
         "resumed_from_step": result.resumed_from,
         "resolution": cfg.train.resolution,
+        "figures": result.figures,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "config": cfg.model_dump(),
     }
 
 
-def _save_lora(modules: TrainedModules, directory: Path) -> None:
-    from diffusers import StableDiffusionPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers
+def _adapter(module: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A peft-injected module's LoRA weights, in peft's own key format, and its LoraConfig as metadata.
+
+    Not `convert_state_dict_to_diffusers`: it renames only attention keys, and a file that mixes the two
+    formats loads without the renamed ones. The metadata carries lora_alpha: without it the loader
+    assumes alpha = rank, and an adapter trained at another scale serves a different model.
+    """
     from peft.utils import get_peft_model_state_dict
 
-    unwrap = modules.unwrap
-    layers: dict[str, Any] = {
-        "unet_lora_layers": convert_state_dict_to_diffusers(get_peft_model_state_dict(unwrap(modules.unet)))
-    }
+    config = {k: sorted(v) if isinstance(v, set) else v for k, v in module.peft_config["default"].to_dict().items()}
+    return get_peft_model_state_dict(module), config
+
+
+def _save_lora(modules: TrainedModules, directory: Path) -> None:
+    from diffusers import StableDiffusionPipeline
+
+    unet_layers, unet_config = _adapter(modules.unwrap(modules.unet))
+    layers: dict[str, Any] = {"unet_lora_layers": unet_layers, "unet_lora_adapter_metadata": unet_config}
     if modules.text_encoder is not None:
-        text_state = get_peft_model_state_dict(unwrap(modules.text_encoder))
-        layers["text_encoder_lora_layers"] = convert_state_dict_to_diffusers(text_state)
+        text_layers, text_config = _adapter(modules.unwrap(modules.text_encoder))
+        layers.update(text_encoder_lora_layers=text_layers, text_encoder_lora_adapter_metadata=text_config)
     StableDiffusionPipeline.save_lora_weights(str(directory), safe_serialization=True, **layers)
 
 
@@ -108,6 +119,8 @@ def write_export(target: Path, cfg: RecipeConfig, result: TrainResult, *, pipe: 
             _save_lora(modules, staging)
         else:
             _save_full(pipe, staging)
+        if result.grid is not None:
+            result.grid.save(staging / GRID_FILE, format="PNG")
         data = manifest(cfg, result)
         (staging / TRAINING_MANIFEST).write_text(json.dumps(data, indent=2) + "\n")
         _swap_in(staging, target)

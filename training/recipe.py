@@ -12,22 +12,23 @@ import logging
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from services.models import ModelError, load_pipeline
-from training import checkpoints, export
+from training import checkpoints, export, figures
 from training.batches import diffusion_loss
 from training.checkpoints import work_dir_for
 from training.config import RecipeConfig
 from training.data import generate_class_images, load_folder, to_tensor, write_synthetic_dataset
 from training.errors import CheckpointError, TrainingError
+from training.optim import adam_class
 from training.state import CachedImages, LossInputs, TrainedModules, TrainResult
 from training.validation import save_grid
 
 log = logging.getLogger("dogbooth.training")
 
-LORA_UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 LORA_TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 
 
@@ -53,6 +54,7 @@ class DreamBoothRecipe:
         self._setup_data()
         self._setup_optimizer()
         self._share_state()
+        self.before = self._figures_before()
         self._resume()
 
     def _setup_accelerator(self) -> None:
@@ -128,7 +130,7 @@ class DreamBoothRecipe:
                 r=m.lora_rank,
                 lora_alpha=alpha,
                 init_lora_weights="gaussian",
-                target_modules=LORA_UNET_TARGETS,
+                target_modules=m.lora_targets,
             )
         )
         cast_training_params(unet)
@@ -223,7 +225,7 @@ class DreamBoothRecipe:
         o, t = self.cfg.optimizer, self.cfg.train
         lr = o.learning_rate * (t.batch_size * t.gradient_accumulation_steps if o.scale_lr else 1)
         params = [p for mod in self.trainables for p in mod.parameters() if p.requires_grad]
-        optimizer_cls = self._adam_class() if o.use_8bit_adam else torch.optim.AdamW
+        optimizer_cls = adam_class(self.device) if o.use_8bit_adam else torch.optim.AdamW
         optimizer = optimizer_cls(
             params, lr=lr, betas=(o.adam_beta1, o.adam_beta2), weight_decay=o.weight_decay, eps=o.adam_epsilon
         )
@@ -260,25 +262,6 @@ class DreamBoothRecipe:
             batch_size=t.batch_size,
             prior_loss_weight=self.cfg.prior.loss_weight,
         )
-
-    def _adam_class(self) -> Any:
-        import torch
-
-        if not torch.cuda.is_available() or self.device.type != "cuda":
-            log.warning("optimizer.use_8bit_adam: needs a CUDA GPU; using torch AdamW (optimizer state x4 larger)")
-            import torch.optim
-
-            return torch.optim.AdamW
-        try:
-            import bitsandbytes as bnb
-        except ImportError:
-            log.warning(
-                "optimizer.use_8bit_adam: bitsandbytes is not installed (`pip install bitsandbytes`); "
-                "using torch AdamW, whose state takes ~4x the memory"
-            )
-            return torch.optim.AdamW
-        log.info("using bitsandbytes 8-bit AdamW")
-        return bnb.optim.AdamW8bit
 
     def _resume(self) -> None:
         found = checkpoints.resolve_resume(self.work_dir, self.resume)
@@ -370,6 +353,25 @@ class DreamBoothRecipe:
 
     def _loss(self, micro_step: int) -> Any:
         return diffusion_loss(self.loss_inputs, micro_step)
+
+    def _figures_before(self) -> figures.Samples | None:
+        """The base model's samples (before any step or resume), when the scorer can judge this subject."""
+        if not self.cfg.figures.enabled:
+            return None
+        try:
+            self.scorer = figures.SubjectScorer(self.instance_images, self.cfg.figures.grid)
+        except figures.FiguresError as e:  # real photos may share no colour: train anyway, without figures
+            log.warning("figures off: %s", e)
+            return None
+        return figures.draw_trained(self.pipe, self.modules, self.cfg)
+
+    def measure(self, result: TrainResult) -> TrainResult:
+        """The figures of the trained weights against the base's (training/figures.py), and their grid."""
+        if self.before is None:
+            return result
+        after = figures.draw_trained(self.pipe, self.modules, self.cfg)
+        return replace(result, figures=figures.measure(self.scorer, after, self.before),
+                       grid=figures.grid_image(self.before, after))  # fmt: skip
 
     def save_checkpoint(self) -> Path:
         path = checkpoints.save(

@@ -11,6 +11,7 @@ from typing import Any
 from services.models import TRAINING_MANIFEST
 from training.checkpoints import work_dir_for
 from training.config import RecipeConfig
+from training.figures import GRID_FILE, describe
 from training.recipe import DreamBoothRecipe
 
 log = logging.getLogger("dogbooth.training")
@@ -28,7 +29,7 @@ class RunSummary:
             f"checkpoints and validation grids: {work_dir_for(self.export_dir)}\n"
             f"steps: {m['steps']}  seconds/step: {m['seconds_per_step']}\n"
             f"initial_loss: {m['initial_loss']:.4f}  final_loss: {m['final_loss']:.4f}"
-        )
+        ) + (f"\n{describe(m['figures'])}\ngrid: {self.export_dir / GRID_FILE}" if m.get("figures") else "")
 
 
 def run(config: RecipeConfig, *, resume: str | None = None) -> RunSummary:
@@ -37,7 +38,7 @@ def run(config: RecipeConfig, *, resume: str | None = None) -> RunSummary:
     recipe = DreamBoothRecipe(config, resume=resume)
     try:
         recipe.setup()
-        result = recipe.train()
+        result = recipe.measure(recipe.train())
         export_dir = recipe.export(result)
     finally:
         recipe.cleanup()

@@ -18,6 +18,8 @@ class TrainResult:
     losses: list[float]
     seconds_per_step: float
     resumed_from: int
+    figures: dict[str, Any] | None = None  # training/figures.py measure(); None when figures.enabled is off
+    grid: Any = None  # the before/after PIL image that goes into the export beside the manifest
 
 
 # eq=False on the classes below: their fields are modules and tensors, which have no useful equality.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,17 +52,24 @@ def validation_images(pipe: Any, cfg: RecipeConfig) -> list[Any]:
     return images
 
 
-def save_grid(pipe: Any, modules: TrainedModules, cfg: RecipeConfig, path: Path) -> Path:
-    """The validation images of the pipeline's current weights (`modules` being trained) as one grid PNG."""
-    pipe.set_progress_bar_config(disable=True)
+@contextmanager
+def evaluating(modules: TrainedModules) -> Iterator[None]:
+    """The trained modules in eval mode (and autocast) for sampling mid-run, back in train mode after."""
     for module in modules.all():
         module.eval()
     try:
         with modules.autocast():
-            images = validation_images(pipe, cfg)
+            yield
     finally:
         for module in modules.all():
             module.train()
+
+
+def save_grid(pipe: Any, modules: TrainedModules, cfg: RecipeConfig, path: Path) -> Path:
+    """The validation images of the pipeline's current weights (`modules` being trained) as one grid PNG."""
+    pipe.set_progress_bar_config(disable=True)
+    with evaluating(modules):
+        images = validation_images(pipe, cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     grid(images, columns=min(4, len(images))).save(tmp, format="PNG")

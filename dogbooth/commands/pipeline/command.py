@@ -12,7 +12,7 @@ from dogbooth.core.names import MODEL_NAME
 from dogbooth.core.paths import REPO_ROOT
 from dogbooth.platforms import argo as argo_submit
 from dogbooth.render import argo
-from dogbooth.settings.gate import DEFAULT_SCORER, default_threshold
+from dogbooth.settings.gate import DEFAULT_SCORER, LOCAL_SCORER, default_threshold
 from dogbooth.settings.profiles import Profile
 
 DEFAULT_OUTPUT = REPO_ROOT / "out" / "pipeline" / MODEL_NAME
@@ -27,7 +27,11 @@ def add_args(p: argparse.ArgumentParser) -> None:
         type=float,
         help="deploy only when the validation score reaches this (default: per scorer, see score.py)",
     )
-    p.add_argument("--scorer", default=DEFAULT_SCORER, help="pixels (offline) or clip:<hub id> (docs/pipeline.md)")
+    p.add_argument(
+        "--scorer",
+        help=f"subject (figures, offline; local default), pixels (offline; cluster default {DEFAULT_SCORER}) "
+        "or clip:<hub id> (docs/pipeline.md, docs/training.md)",
+    )
     p.add_argument("--output", type=Path, help=f"local export directory (default {DEFAULT_OUTPUT})")
     p.add_argument("--method", choices=["full", "lora"], help="full: roll the service onto the export; "
                    "lora: publish it to the adapter store instead (default: the training config's)")  # fmt: skip
@@ -45,8 +49,13 @@ def _training_config(profile: Profile) -> Path:
     return REPO_ROOT / profile.training_config
 
 
-def _threshold(a: argparse.Namespace) -> float:
-    return a.threshold if a.threshold is not None else default_threshold(a.scorer)
+def _scorer(profile: Profile, a: argparse.Namespace) -> str:
+    """Local profiles gate on the figures (training/figures.py); a cluster's Argo steps on `pixels` or CLIP."""
+    return a.scorer or (LOCAL_SCORER if profile.platform == "local" else DEFAULT_SCORER)
+
+
+def _threshold(a: argparse.Namespace, scorer: str) -> float:
+    return a.threshold if a.threshold is not None else default_threshold(scorer)
 
 
 def run(profile: Profile, a: argparse.Namespace) -> None:
@@ -61,8 +70,8 @@ def run(profile: Profile, a: argparse.Namespace) -> None:
         base_model=a.model,
         instance_dir=a.instance_dir.resolve() if a.instance_dir else None,
         steps=a.steps,
-        threshold=_threshold(a),
-        scorer=a.scorer,
+        threshold=_threshold(a, _scorer(profile, a)),
+        scorer=_scorer(profile, a),
         compare_base=not a.no_compare_base,
         method=a.method,
         adapter_id=adapter_id,
@@ -71,7 +80,7 @@ def run(profile: Profile, a: argparse.Namespace) -> None:
         print(f"profile {profile.name} is platform local: the steps run in this process; would run {params}")
         return
     result = local.run(profile, params)
-    print(f"validation score: {result.report.score:.4f} (threshold {params.threshold:.4f}, scorer {a.scorer})")
+    print(f"validation score: {result.report.score:.4f} (threshold {params.threshold:.4f}, scorer {params.scorer})")
     print(f"model: {result.export_dir}")
     if result.adapter_id:  # published, not rolled: the curl that uses it is the last line
         print(f"adapter {result.adapter_id} published to {result.endpoint_or_store}")
@@ -86,8 +95,8 @@ def _run_cluster(profile: Profile, a: argparse.Namespace) -> None:
         base_model=a.model,
         instance_dir=str(a.instance_dir) if a.instance_dir else None,
         steps=a.steps,
-        threshold=_threshold(a),
-        scorer=a.scorer,
+        threshold=_threshold(a, _scorer(profile, a)),
+        scorer=_scorer(profile, a),
         output_name=a.output_name,
         hub_repo=a.hub_repo,
     )

@@ -63,7 +63,7 @@ def run(profile: Profile, params: steps.Params) -> LocalResult:
     )
     print(report.describe(), flush=True)
     _say(4, f"gate: score {report.score:.4f} against threshold {params.threshold:.4f}")
-    steps.gate(report.score, params.threshold)
+    steps.gate_report(report, params.threshold)
     if prepared.config.model.method == "lora":
         return _publish(profile, params, export_dir, report, prepared.config.data.instance_prompt)
     _say(5, f"deploy: profile {profile.name} serving {export_dir}")

@@ -19,9 +19,10 @@ from typing import Any
 
 from dogbooth.commands.pipeline.score import embedder, fidelity
 from dogbooth.core.errors import DogboothError
-from dogbooth.settings.gate import DEFAULT_SCORER, default_threshold
+from dogbooth.settings.gate import DEFAULT_SCORER, FIDELITY_GAIN, SUBJECT_SCORER, default_threshold
 from services.models import load_pipeline
 from training import config as config_mod
+from training import figures
 from training.checkpoints import work_dir_for
 from training.config import RecipeConfig
 from training.data import image_files, load_folder, write_synthetic_dataset
@@ -75,10 +76,12 @@ class ValidationReport:
     base_score: float | None = None
     model: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    figures: dict[str, Any] | None = None  # scorer `subject`: training/figures.py measure(); score = specificity
 
     def describe(self) -> str:
         base = f" (base model: {self.base_score:.4f})" if self.base_score is not None else ""
-        return f"validation score ({self.scorer}): {self.score:.4f}{base}; grid: {self.grid}"
+        text = f"validation score ({self.scorer}): {self.score:.4f}{base}; grid: {self.grid}"
+        return f"{figures.describe(self.figures)}\n{text}" if self.figures else text
 
 
 def pipeline_dir(output_dir: Path) -> Path:
@@ -140,13 +143,15 @@ def train(prepared: Prepared, *, resume: str | None = None) -> Path:
     return summary.export_dir
 
 
-def _generate(model: str, cfg: RecipeConfig) -> list[Any]:
+def _load(model: str) -> Any:
     import torch
 
     pipe = load_pipeline(model)
-    if torch.cuda.is_available():
-        pipe = pipe.to("cuda")
-    return validation_images(pipe, cfg)
+    return pipe.to("cuda") if torch.cuda.is_available() else pipe
+
+
+def _generate(model: str, cfg: RecipeConfig) -> list[Any]:
+    return validation_images(_load(model), cfg)
 
 
 def validate(
@@ -159,6 +164,8 @@ def validate(
 ) -> ValidationReport:
     """Images for the validation prompts, a grid, and the subject-fidelity score against the instances."""
 
+    if scorer == SUBJECT_SCORER:
+        return _validate_figures(export_dir, instance_dir, cfg, compare_base=compare_base)
     embed = embedder(scorer)  # an unknown scorer fails before seconds of generation
     instances = load_folder(instance_dir, cfg.train.resolution)
     images = _generate(str(export_dir), cfg)
@@ -179,11 +186,40 @@ def validate(
     )
     if compare_base:
         report.base_score = fidelity(_generate(cfg.model.base_model, cfg), instances, embed)
+    return _write_report(export_dir, report)
+
+
+def _validate_figures(
+    export_dir: Path, instance_dir: Path, cfg: RecipeConfig, *, compare_base: bool
+) -> ValidationReport:
+    """Scorer `subject`: the export's figures (and the base model's, to see what the fine-tune gained)."""
+
+    scorer = figures.SubjectScorer(load_folder(instance_dir, cfg.train.resolution), cfg.figures.grid)
+    after = figures.draw(_load(str(export_dir)), cfg)
+    before = figures.draw(_load(cfg.model.base_model), cfg) if compare_base else None
+    measured = figures.measure(scorer, after, before)
+    out = pipeline_dir(export_dir) / "validation"
+    out.mkdir(parents=True, exist_ok=True)
+    figures.grid_image(before, after).save(out / "grid.png")
+    report = ValidationReport(
+        score=measured["specificity"],
+        scorer=SUBJECT_SCORER,
+        prompts=[cfg.data.instance_prompt, cfg.prior.class_prompt],
+        images=[],
+        grid=str(out / "grid.png"),
+        base_score=measured["subject_fidelity"]["before"],
+        model=str(export_dir),
+        figures=measured,
+    )
+    return _write_report(export_dir, report)
+
+
+def _write_report(export_dir: Path, report: ValidationReport) -> ValidationReport:
     path = pipeline_dir(export_dir) / REPORT
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(asdict(report), indent=2) + "\n")
     tmp.replace(path)
-    log.info("validate: %s", report.describe())
+    log.info("validate: %s", report.describe().replace("\n", "; "))
     return report
 
 
@@ -195,3 +231,16 @@ def gate(score: float, threshold: float) -> None:
             "(look at the validation grid; train longer, add images, or lower --threshold)"
         )
     log.info("gate: score %.4f >= threshold %.4f, deploying", score, threshold)
+
+
+def gate_report(report: ValidationReport, threshold: float) -> None:
+    """`gate` on the report's score; with figures of the base too, subject_fidelity must also have risen."""
+    if report.figures and report.figures["subject_fidelity"]["before"] is not None:
+        fidelity = report.figures["subject_fidelity"]
+        if fidelity["after"] <= fidelity["before"] or fidelity["after"] < FIDELITY_GAIN * fidelity["before"]:
+            raise GateFailed(
+                f"subject_fidelity {fidelity['after']:.4f} is under {FIDELITY_GAIN:g}x the base model's "
+                f"{fidelity['before']:.4f}: the fine-tune did not learn the subject; not deploying "
+                "(look at the validation grid; an export without weights serves the base model)"
+            )
+    gate(report.score, threshold)
