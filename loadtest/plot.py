@@ -77,3 +77,43 @@ def plot(report_dir: Path, title: str, out: Path | None = None) -> Path:
     plt.close(fig)
     tmp.replace(out)
     return out
+
+
+SPLIT = (  # (summary key, label, colour): where a request's mean latency went
+    ("server_queue_wait_ms", "queue wait (replica)", "tab:orange"),
+    ("server_generate_ms", "generate (its batch's pipeline call)", "tab:blue"),
+    ("server_encode_ms", "encode", "tab:purple"),
+)
+
+
+def plot_server(report_dir: Path, summary: dict[str, Any], title: str, out: Path | None = None) -> Path | None:
+    """Write `server.png`: the client's mean latency split into the replica's queue wait, generate and
+    encode (means per request, from the server's metrics) and the rest (HTTP, proxy, routing).
+    None when the run has no server-side figures."""
+    if any(summary.get(key) is None for key, _, _ in SPLIT):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = out or report_dir / "server.png"
+    fig, ax = plt.subplots(figsize=(9, 2.4), dpi=100)
+    left = 0.0
+    for key, label, colour in SPLIT:
+        ax.barh(["mean request"], [summary[key]], left=left, color=colour, label=f"{label}: {summary[key]:g} ms")
+        left += summary[key]
+    rest = max(0.0, float(summary.get("mean_ms") or 0.0) - left)
+    ax.barh(["mean request"], [rest], left=left, color="lightgrey", label=f"rest (HTTP, proxy, routing): {rest:.0f} ms")
+    ax.set_xlabel("ms (client mean latency, split by the server's metrics)")
+    ax.set_title(
+        f"{title}\nmean batch {summary.get('server_mean_batch')}, refused by admission "
+        f"{summary.get('server_rejected')}",
+        fontsize="medium",
+    )
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, fontsize="small")
+    tmp = out.with_suffix(".tmp.png")
+    fig.savefig(tmp, bbox_inches="tight")  # the legend sits below the axes
+    plt.close(fig)
+    tmp.replace(out)
+    return out

@@ -27,7 +27,7 @@ from dogbooth.core.errors import BringUpError, CommandFailed, DogboothError
 from dogbooth.core.paths import REPO_ROOT
 from dogbooth.platforms import local
 from dogbooth.settings.profiles import Profile
-from loadtest import plot, slo, summary
+from loadtest import plot, serverside, slo, summary
 from loadtest.mix import MIX_ENV, SHAPE_NAMES, Mix, mix_for
 
 log = logging.getLogger("dogbooth.loadtest")
@@ -46,6 +46,7 @@ class Options:
     slo_file: Path = slo.SLO_FILE
     slo_p95_ms: float | None = None
     slo_error_rate: float | None = None
+    metrics_url: str | None = None  # Prometheus endpoint for the server_* keys; local profiles know their own
 
 
 def parse_duration(text: str) -> float:
@@ -197,13 +198,18 @@ def run(profile: Profile | None, host: str | None, opts: Options) -> dict[str, A
             "DOGBOOTH_LT_STATUS_FILE": str(report_dir / f"{summary.CSV_PREFIX}_status.json"),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])),
         })  # fmt: skip
+        metrics_url = serverside.metrics_url(profile, host, opts.metrics_url)
+        before = serverside.scrape_before(metrics_url)
         print(f"load test: {opts.users} users ({opts.shape}) for {run_s:g}s against {url}", flush=True)
         run_locust(locust_argv(url, opts, report_dir), env, timeout_s=run_s + STOP_TIMEOUT_S + 90)
+        ok = summary.status_counts(report_dir).get("200", 0)
+        server = serverside.collect(metrics_url, before, ok)  # before `target` may take the stack down
     info = summary.RunInfo(
         users=opts.users, run_time_s=run_s, profile=profile_name, model=str(ready.get("model", "unknown")),
         git_rev=git_rev(), host=url, shape=opts.shape,
     )  # fmt: skip
     result = summary.summarize(report_dir, info)
+    result.update(server)
     lines, violated = gate.check(result)
     result["slo"] = {
         "p95_ms": gate.p95_ms,
@@ -220,6 +226,7 @@ def run(profile: Profile | None, host: str | None, opts: Options) -> dict[str, A
 def _write(report_dir: Path, result: dict[str, Any], slo_lines: list[str]) -> None:
     title = f"dogbooth {result['profile']} ({result['model']}): {result['users']} users, {result['shape']}"
     plot.plot(report_dir, title)
+    plot.plot_server(report_dir, result, title)
     (report_dir / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
     md = summary.markdown(result, slo_lines, summary.failure_lines(report_dir))
     (report_dir / "summary.md").write_text(md)

@@ -129,6 +129,24 @@ def failure_lines(report_dir: Path, limit: int = 5) -> list[str]:
     return [f"{r['Occurrences']}x {r['Method']} {r['Name']}: {r['Error'][:160]}" for r in rows[:limit]]
 
 
+def _server_rows(s: dict[str, Any]) -> list[str]:
+    """The server's side (loadtest/serverside.py), when the run had a metrics endpoint."""
+    if "server_metrics" not in s:
+        return []
+    if s.get("server_mean_batch") is None:  # no endpoint, or no batch ran at all
+        return [f"| server side | not measured: {s['server_metrics']} |"]
+
+    def ms(key: str) -> str:
+        return "-" if s.get(key) is None else f"{s[key]:g}"
+
+    split = f"{ms('server_queue_wait_ms')} / {ms('server_generate_ms')} / {ms('server_encode_ms')} ms"
+    return [
+        f"| server: mean batch size | {s['server_mean_batch']} |",
+        f"| server: queue wait / generate / encode (mean per request) | {split} |",
+        f"| server: refused by admission (503) | {s['server_rejected']} |",
+    ]
+
+
 def markdown(summary: dict[str, Any], slo_lines: list[str], failures: list[str]) -> str:
     """summary.md: what a reviewer reads first, in CI's log or next to report.html."""
     s = summary
@@ -146,6 +164,7 @@ def markdown(summary: dict[str, Any], slo_lines: list[str], failures: list[str])
         f"| requests (failures) | {s['requests']} ({s['failures']}) |",
         f"| error rate | {s['error_rate']:.2%} |",
         f"| HTTP status counts | {statuses} |",
+        *_server_rows(s),
         "",
         "| request | n | failures | p50 ms | p95 ms |",
         "|---|---|---|---|---|",
@@ -156,5 +175,5 @@ def markdown(summary: dict[str, Any], slo_lines: list[str], failures: list[str])
     lines += ["", "## SLO", ""] + [f"- {line}" for line in slo_lines]
     if failures:
         lines += ["", "## Top failures", ""] + [f"- {line}" for line in failures]
-    lines += ["", "Files: report.html (Locust), latency.png, locust_*.csv, summary.json", ""]
+    lines += ["", "Files: report.html (Locust), latency.png, server.png, locust_*.csv, summary.json", ""]
     return "\n".join(lines)

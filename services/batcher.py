@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
@@ -27,10 +28,21 @@ Out = TypeVar("Out")
 
 
 @dataclass
+class Seat:
+    """Where a submitted value rode: filled in by the batcher when its batch starts (logs, metrics)."""
+
+    batch_id: int = 0  # this replica's batch count: 1 for its first batch
+    batch_size: int = 0
+    queue_wait_s: float = 0.0  # from submit until its batch started, the batch's wait timeout included
+
+
+@dataclass
 class _Item(Generic[In, Out]):
     value: In
     key: Hashable
     future: asyncio.Future[Out]
+    seat: Seat
+    arrived: float
 
 
 class Batcher(Generic[In, Out]):
@@ -59,11 +71,12 @@ class Batcher(Generic[In, Out]):
     def qsize(self) -> int:
         return len(self.queue)
 
-    async def submit(self, value: In) -> Out:
+    async def submit(self, value: In, seat: Seat | None = None) -> Out:
+        """`run`'s answer for `value`; `seat`, when given, is filled in when its batch starts."""
         if self.worker is None or self.worker.done():  # started lazily: it needs the serving event loop
             self.worker = asyncio.get_running_loop().create_task(self._work())
         future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
-        self.queue.append(_Item(value, self.key(value), future))
+        self.queue.append(_Item(value, self.key(value), future, seat or Seat(), time.monotonic()))
         self._arrived.set()
         return await future  # cancelling the caller cancels the future: the worker then skips it
 
@@ -98,6 +111,10 @@ class Batcher(Generic[In, Out]):
             self.batches += 1
             self.images += len(batch)
             self.largest = max(self.largest, len(batch))
+            started = time.monotonic()
+            for item in batch:
+                item.seat.batch_id, item.seat.batch_size = self.batches, len(batch)
+                item.seat.queue_wait_s = started - item.arrived
             if batch[0].key != self._last_key:
                 self.switches += 1
                 self._last_key = batch[0].key

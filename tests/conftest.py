@@ -33,7 +33,7 @@ def make_test_profile(directory: Path, name: str, **serve_app: Any) -> Path:
     """A copy of profiles/local.yaml on free ports; `serve_app` overrides keys of serve.app."""
     data = yaml.safe_load((profiles.PROFILES_DIR / "local.yaml").read_text())
     data["name"] = name
-    data["ray"].update(gcs_port=free_port(), dashboard_port=free_port())
+    data["ray"].update(gcs_port=free_port(), dashboard_port=free_port(), metrics_port=free_port())
     data["serve"]["http_port"] = free_port()
     data["serve"]["app"].update(serve_app)
     path = directory / f"{name}.yaml"

@@ -13,7 +13,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from dogbooth.core.errors import ProfileError
 from dogbooth.core.model import Strict
-from dogbooth.core.names import DASHBOARD_PORT, SERVE_PORT
+from dogbooth.core.names import DASHBOARD_PORT, LOCAL_METRICS_PORT, SERVE_PORT
 from dogbooth.core.paths import REPO_ROOT
 from dogbooth.core.yamlfile import describe, read_mapping
 from dogbooth.settings.chart import ChartSettings, quantity
@@ -32,6 +32,10 @@ class RaySettings(Strict):
     dashboard_port: int = Field(
         DASHBOARD_PORT, ge=1024, le=65535, description="bound to 127.0.0.1 and token-protected: the dashboard runs code"
     )
+    metrics_port: int = Field(
+        LOCAL_METRICS_PORT, ge=1024, le=65535,
+        description="Ray's Prometheus metrics export (Ray's, Serve's and the app's metrics; docs/observability.md)",
+    )  # fmt: skip
 
 
 class Autoscaling(Strict):
