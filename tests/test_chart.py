@@ -232,9 +232,11 @@ def test_render_over_another_profile_leaves_no_stale_manifest(tmp_path: Path) ->
     assert (tmp_path / "model-cache.yaml").exists()
     chart.render(profiles.load("eks"), tmp_path)  # eks has a claim per pod, no model-cache PVC object
     assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "dashboards.yaml",  # monitoring is on in eks: the Grafana dashboards and the PodMonitor
         "ingress.yaml",
         "jupyterhub-notebook.yaml",
         "networkpolicy.yaml",
+        "podmonitor.yaml",
         "rayservice.yaml",
         "workflowtemplate-finetune.yaml",
     ]

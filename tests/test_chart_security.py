@@ -14,6 +14,7 @@ from dogbooth.render import chart
 from dogbooth.settings import profiles
 
 DASHBOARD_PORT = 8265
+METRICS_PORTS = [8080, 44217, 44227]  # Ray's exporters: metrics-export-port, autoscaler, dashboard
 SECRET_LIKE = re.compile(r"token|key|secret|password", re.IGNORECASE)
 
 
@@ -108,6 +109,11 @@ def test_network_policy_admits_only_the_serve_port_from_outside(name: str) -> No
             (peer,) = peers
             assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "kuberay-operator"}
             assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "kuberay-system"}
+        elif ports == METRICS_PORTS:  # Prometheus, from its own namespace, reads the exporters only
+            (peer,) = peers
+            assert set(peer) == {"namespaceSelector"}
+            assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
+            assert rendered(name).profile.cluster.addons.monitoring  # type: ignore[union-attr]
         else:  # Ray's own pods talk to each other on every port
             assert peers == [{"podSelector": own}], rule
 
@@ -120,7 +126,7 @@ def test_network_policy_is_behind_a_value() -> None:
     values["networkPolicy"].update(enabled=True, metricsNamespace="monitoring")
     (policy,) = [o for o in chart.manifests(chart.render_manifests(values)) if o["kind"] == "NetworkPolicy"]
     scrape = policy["spec"]["ingress"][-1]
-    assert scrape["ports"] == [{"port": 8080, "protocol": "TCP"}]
+    assert scrape["ports"] == [{"port": port, "protocol": "TCP"} for port in METRICS_PORTS]
     assert scrape["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
 
 

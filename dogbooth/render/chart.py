@@ -18,7 +18,13 @@ from dogbooth.core.names import NAMESPACE, RELEASE_NAME
 from dogbooth.core.paths import REPO_ROOT
 from dogbooth.render import jupyterhub, k8svalidate
 from dogbooth.render.argo import workflow_values
-from dogbooth.render.releases import ALB_INGRESS_CLASS, ingress_controller, releases_for
+from dogbooth.render.releases import (
+    ALB_INGRESS_CLASS,
+    DASHBOARD_LABEL,
+    MONITORING_NAMESPACE,
+    ingress_controller,
+    releases_for,
+)
 from dogbooth.render.serveconfig import serve_config
 from dogbooth.settings.chart import ChartSettings
 from dogbooth.settings.profiles import Profile
@@ -66,6 +72,21 @@ def _ingress(profile: Profile) -> dict[str, Any]:
     }
 
 
+def _monitoring(profile: Profile) -> dict[str, Any]:
+    """The PodMonitor and dashboard ConfigMaps: on where the profile installs kube-prometheus-stack."""
+    name, value = DASHBOARD_LABEL
+    enabled = profile.cluster is not None and profile.cluster.addons.monitoring
+    return {"enabled": enabled, "dashboardLabel": {"name": name, "value": value}}
+
+
+def _metrics_namespace(profile: Profile) -> str:
+    """Who may scrape Ray's exporters through the NetworkPolicy: the profile's choice, else our Prometheus."""
+    chosen = settings(profile).network_policy.metrics_namespace
+    if chosen:
+        return chosen
+    return MONITORING_NAMESPACE if _monitoring(profile)["enabled"] else ""
+
+
 def chart_values(profile: Profile, *, image: str | None = None, code_revision: str = "image") -> dict[str, Any]:
     """The chart values for `profile`; `image` (repository:tag) overrides the profile's image."""
     c = settings(profile)
@@ -109,9 +130,10 @@ def chart_values(profile: Profile, *, image: str | None = None, code_revision: s
         "networkPolicy": {
             "enabled": c.network_policy.enabled,
             "operatorNamespace": c.network_policy.operator_namespace,
-            "metricsNamespace": c.network_policy.metrics_namespace or "",
+            "metricsNamespace": _metrics_namespace(profile),
         },
         "rayTokenAuth": c.ray_token_auth,
+        "monitoring": _monitoring(profile),
         "workflow": workflow_values(profile),  # issue 7: dogbooth/render/argo.py
         "jupyterhub": jupyterhub.chart_values(profile),  # issue 7: dogbooth/render/jupyterhub.py
     }

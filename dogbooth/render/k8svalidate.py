@@ -35,6 +35,9 @@ KUBERNETES_VERSION = "1.33"  # the oldest minor we run: the kind profiles' pinne
 _KUBERAY = "https://raw.githubusercontent.com/ray-project/kuberay/v1.7.0/helm-chart/kuberay-operator/crds"
 _ARGO = "https://raw.githubusercontent.com/argoproj/argo-workflows/v4.1.2/manifests/base/crds/full"
 _JUPYTERHUB = "https://raw.githubusercontent.com/jupyterhub/zero-to-jupyterhub-k8s/4.4.0/jupyterhub"
+_PROM_OP = (
+    "https://raw.githubusercontent.com/prometheus-operator/prometheus-operator/v0.93.0/example/prometheus-operator-crd"
+)
 # Relative path under the schema dir -> upstream URL at the pinned tag (see ../shared/README.md).
 PINNED_FILES: dict[str, str] = {
     "kuberay-crds/ray.io_rayservices.yaml": f"{_KUBERAY}/ray.io_rayservices.yaml",
@@ -44,6 +47,8 @@ PINNED_FILES: dict[str, str] = {
     "argo-crds/argoproj.io_workflowtemplates.yaml": f"{_ARGO}/argoproj.io_workflowtemplates.yaml",
     "jupyterhub-schema/values.schema.yaml": f"{_JUPYTERHUB}/values.schema.yaml",
     "jupyterhub-schema/values.yaml": f"{_JUPYTERHUB}/values.yaml",
+    "prometheus-operator-crds/podmonitors.yaml": f"{_PROM_OP}/monitoring.coreos.com_podmonitors.yaml",
+    "prometheus-operator-crds/servicemonitors.yaml": f"{_PROM_OP}/monitoring.coreos.com_servicemonitors.yaml",
 }
 CRD_FILES: dict[str, str] = {
     "RayService": "kuberay-crds/ray.io_rayservices.yaml",
@@ -51,6 +56,8 @@ CRD_FILES: dict[str, str] = {
     "RayJob": "kuberay-crds/ray.io_rayjobs.yaml",
     "Workflow": "argo-crds/argoproj.io_workflows.yaml",
     "WorkflowTemplate": "argo-crds/argoproj.io_workflowtemplates.yaml",
+    "PodMonitor": "prometheus-operator-crds/podmonitors.yaml",
+    "ServiceMonitor": "prometheus-operator-crds/servicemonitors.yaml",
 }
 
 
@@ -72,7 +79,7 @@ def schema_dir() -> Path | None:
 
 
 def crd_path(kind: str) -> Path:
-    """The pinned CRD file for `kind` (RayService, RayCluster, RayJob, Workflow, WorkflowTemplate)."""
+    """The pinned CRD file for `kind` (RayService, RayJob, WorkflowTemplate, PodMonitor, ...: CRD_FILES)."""
     base = schema_dir()
     if kind not in CRD_FILES:
         raise ManifestInvalid(f"no pinned CRD for kind {kind!r}; known: {', '.join(CRD_FILES)}")

@@ -31,6 +31,14 @@ INGRESS_NAMESPACE = "ingress-nginx"
 INGRESS_CLASS = "nginx"
 ALB_INGRESS_CLASS = "alb"  # the IngressClass the Load Balancer Controller's chart creates
 MONITORING_NAMESPACE = "monitoring"
+KUBE_PROMETHEUS_STACK_VERSION = "85.1.3"  # bundles the grafana chart 12.3.3 (Chart.yaml dependencies)
+# NVIDIA's exporter chart (github.com/NVIDIA/dcgm-exporter, tag 4.5.3-4.8.2, deployment/): DCGM 4.5.3.
+DCGM_EXPORTER_VERSION = "4.8.2"
+# The Grafana sidecar loads every ConfigMap with this label (kube-prometheus-stack 85.1.3's own
+# defaults, restated in _monitoring so the chart's dashboard ConfigMaps and the sidecar cannot drift).
+DASHBOARD_LABEL = ("grafana_dashboard", "1")
+# The datasource kube-prometheus-stack provisions; the dashboards pick it through a `datasource` variable.
+PROMETHEUS_DATASOURCE_UID = "prometheus"
 
 # Filled in at install time from the step that looked it up (cluster.py), shown as-is in dry runs.
 VPC_ID = "${vpc_id}"
@@ -94,10 +102,19 @@ def _monitoring(profile: Profile, cluster: ClusterSettings) -> Release | None:
         "serviceMonitorSelectorNilUsesHelmValues": False,
         "podMonitorSelectorNilUsesHelmValues": False,
     }
+    label, label_value = DASHBOARD_LABEL
+    grafana = {
+        "service": {"type": "ClusterIP"},  # port-forward only, like the Ray dashboard
+        # Our chart's dashboard ConfigMaps live in the app's namespace, not Grafana's.
+        "sidecar": {
+            "dashboards": {"enabled": True, "label": label, "labelValue": label_value, "searchNamespace": "ALL"},
+            "datasources": {"enabled": True, "uid": PROMETHEUS_DATASOURCE_UID, "isDefaultDatasource": True},
+        },
+    }
     values = {
         # Scrape every ServiceMonitor/PodMonitor, not only those labelled with this release.
         "prometheus": {"prometheusSpec": {**nil_uses_helm, "retention": "7d"}},
-        "grafana": {"service": {"type": "ClusterIP"}},  # port-forward only, like the Ray dashboard
+        "grafana": grafana,
         "alertmanager": {"enabled": False},
     }
     return Release(
@@ -105,7 +122,7 @@ def _monitoring(profile: Profile, cluster: ClusterSettings) -> Release | None:
         MONITORING_NAMESPACE,
         "kube-prometheus-stack",
         "https://prometheus-community.github.io/helm-charts",
-        "85.1.3",
+        KUBE_PROMETHEUS_STACK_VERSION,
         values,
         phase="monitoring",
     )
@@ -153,6 +170,32 @@ def _device_plugin(profile: Profile, cluster: ClusterSettings) -> Release | None
         "nvidia-device-plugin",
         "https://nvidia.github.io/k8s-device-plugin",
         "0.17.4",
+        values,
+        phase="gpu",
+    )
+
+
+def _dcgm_exporter(profile: Profile, cluster: ClusterSettings) -> Release | None:
+    """NVIDIA's DCGM exporter on the GPU nodes: GPU utilisation and memory (DCGM_FI_DEV_*) for Prometheus.
+
+    The GPUs come from the device plugin above, not the GPU operator, so the exporter is its own
+    release; its chart's ServiceMonitor (on by default) is picked up like every other.
+    """
+    if not cluster.addons.monitoring or profile.serve.deployment.num_gpus <= 0:
+        return None
+    values: dict[str, Any] = {
+        "serviceMonitor": {"enabled": True, "interval": "15s"},
+        "nodeSelector": {GPU_NODE_LABEL: "true"},  # a DaemonSet: only the nodes with a GPU to read
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    }
+    if cluster.kind is not None:
+        values["runtimeClassName"] = "nvidia"  # as the device plugin: only this runtime shows the GPU
+    return Release(
+        "dcgm-exporter",
+        MONITORING_NAMESPACE,
+        "dcgm-exporter",
+        "https://nvidia.github.io/dcgm-exporter/helm-charts",
+        DCGM_EXPORTER_VERSION,
         values,
         phase="gpu",
     )
@@ -223,6 +266,7 @@ _BUILDERS: tuple[Callable[[Profile, ClusterSettings], Release | None], ...] = (
     _monitoring,
     _kuberay,
     _device_plugin,
+    _dcgm_exporter,
     _argo_workflows,
     _jupyterhub,
     _ingress,

@@ -245,7 +245,11 @@ class JupyterHubSettings(Strict):
 class Addons(Strict):
     """Optional add-ons."""
 
-    monitoring: bool = Field(False, description="kube-prometheus-stack, so Serve metrics are scraped")
+    monitoring: bool = Field(
+        False,
+        description="kube-prometheus-stack (and NVIDIA's DCGM exporter where Serve wants GPUs); the chart "
+        "then adds a PodMonitor for Ray's exporters and the Grafana dashboards (docs/observability.md)",
+    )
     ingress_internal: bool = Field(True, description="eks: the ALB of the app's Ingress is internal (VPC only)")
     argo_workflows: bool = Field(False, description="Argo Workflows + the dogbooth-finetune WorkflowTemplate")
     jupyterhub: JupyterHubSettings = Field(default_factory=JupyterHubSettings)
