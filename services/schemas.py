@@ -7,7 +7,9 @@ one definition.
 
 from __future__ import annotations
 
-from typing import Literal
+import copy
+import re
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -22,6 +24,10 @@ MAX_PROMPT_CHARS = 1000
 MAX_SEED = 2**32 - 1
 # An adapter's id is its folder name in the store: DNS-label-like, so it is safe in a path, a URL and a header.
 ADAPTER_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+# A prompt needs one character that is not ASCII whitespace. Spelled out, not `\S`: Python's and the
+# Rust/JS regex engines that OpenAPI tools use disagree on what `\s` covers (e.g. U+001C).
+PROMPT_PATTERN = r"[^ \t\n\r\f\v]"
+SIDE_STEP = 8  # image sides are multiples of this (the VAE's downsampling)
 
 
 class _Strict(BaseModel):
@@ -113,23 +119,35 @@ class AppArgs(_Strict):
 
 
 def _multiple_of_8(value: int | None) -> int | None:
-    if value is not None and value % 8:
+    if value is not None and value % SIDE_STEP:
         raise ValueError(f"must be a multiple of 8 (got {value}; try {max(MIN_SIDE, value // 8 * 8)})")
     return value
+
+
+# The schema states the rule; the validator above enforces it with a message that suggests a value.
+_SIDE_SCHEMA: dict[str, Any] = {"multipleOf": SIDE_STEP}
 
 
 class ImagineParams(_Strict):
     """One `/imagine` request: the same fields as GET query parameters or a POST JSON body."""
 
-    prompt: str = Field(..., min_length=1, max_length=MAX_PROMPT_CHARS, description="what to draw")
+    prompt: str = Field(
+        ..., min_length=1, max_length=MAX_PROMPT_CHARS, description="what to draw; not only whitespace",
+        json_schema_extra={"pattern": PROMPT_PATTERN},
+    )  # fmt: skip
     negative_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS, description="what to avoid")
     steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="denoising steps; profile default")
     guidance: float | None = Field(None, ge=0, le=30, description="guidance scale; profile default")
-    width: int | None = Field(None, ge=MIN_SIDE, le=MAX_SIDE, description="pixels, a multiple of 8")
-    height: int | None = Field(None, ge=MIN_SIDE, le=MAX_SIDE, description="pixels, a multiple of 8")
-    img_size: int | None = Field(
-        None, ge=MIN_SIDE, le=MAX_SIDE, description="sets width and height (the original dogbooth client)"
+    width: int | None = Field(
+        None, ge=MIN_SIDE, le=MAX_SIDE, description="pixels, a multiple of 8", json_schema_extra=_SIDE_SCHEMA
     )
+    height: int | None = Field(
+        None, ge=MIN_SIDE, le=MAX_SIDE, description="pixels, a multiple of 8", json_schema_extra=_SIDE_SCHEMA
+    )
+    img_size: int | None = Field(
+        None, ge=MIN_SIDE, le=MAX_SIDE, json_schema_extra=_SIDE_SCHEMA,
+        description="sets width and height (the original dogbooth client); with width or height, it must equal them",
+    )  # fmt: skip
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="same seed and parameters, same image")
     format: ImageFormat = Field("png", description="png, jpeg or webp")
     adapter: str | None = Field(
@@ -144,7 +162,7 @@ class ImagineParams(_Strict):
     @field_validator("prompt")
     @classmethod
     def _not_blank(cls, value: str) -> str:
-        if not value.strip():
+        if not re.search(PROMPT_PATTERN, value):
             raise ValueError("must contain more than whitespace")
         return value
 
@@ -156,3 +174,44 @@ class ImagineParams(_Strict):
             if value is not None and given is not None and given != value:
                 raise ValueError(f"img_size {value} conflicts with {side} {given}; send one of them")
         return value
+
+
+class ErrorBody(BaseModel):
+    """Every JSON error the service writes: `error` says what is wrong and names the field or adapter."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error: str = Field(..., description="what is wrong, naming the field or adapter")
+    fields: dict[str, str] | None = Field(None, description="422: each invalid field and why")
+    detail: list[dict[str, Any]] | None = Field(None, description="422: the validator's errors (loc, msg, type)")
+    adapter: str | None = Field(None, description="404/422/424: the adapter id concerned")
+    retry_after_s: int | None = Field(None, description="503: seconds to wait, as in the Retry-After header")
+    request_id: str | None = Field(None, description="500: the id to look up in the replica's log")
+
+
+_LIMITED = {"steps": "max_steps", "width": "max_side", "height": "max_side", "img_size": "max_side"}
+
+
+def _narrow(schema: dict[str, Any], maximum: int) -> None:
+    for branch in schema.get("anyOf", [schema]):  # optional fields are anyOf [integer, null]
+        if "maximum" in branch:
+            branch["maximum"] = min(branch["maximum"], maximum)
+
+
+def openapi_for(spec: dict[str, Any], limits: Limits) -> dict[str, Any]:
+    """The spec with this deployment's `limits` as the maxima of `/imagine`'s inputs.
+
+    The published bounds (MAX_STEPS, MAX_SIDE) are what any deployment may allow; a request within
+    them but over the profile's limits gets a 422. A spec that says so lets a client (or a fuzzer)
+    know what is accepted here without trying."""
+    narrowed = copy.deepcopy(spec)
+    for name, field in _LIMITED.items():
+        maximum = getattr(limits, field)
+        body = narrowed.get("components", {}).get("schemas", {}).get("ImagineParams", {}).get("properties", {})
+        if name in body:
+            _narrow(body[name], maximum)
+        for operation in narrowed.get("paths", {}).get("/imagine", {}).values():
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") == "query" and parameter.get("name") == name:
+                    _narrow(parameter["schema"], maximum)
+    return narrowed

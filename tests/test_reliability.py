@@ -14,17 +14,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from conftest import Stack, start_stack
 
 from dogbooth.commands.loadgen import Outcome, percentile, status_counts
 from dogbooth.commands.reliability import (
     ReliabilityError,
     auth,
+    exposure,
     fuzz,
+    openapi,
     overload,
     replica_kill,
     report,
     runner,
+    soak,
     train_interrupt,
 )
 from dogbooth.platforms import local
@@ -165,6 +169,51 @@ def test_fuzzing_finds_no_server_error(keyed: tuple[Stack, str]) -> None:
     assert result.no_answer == 0 and result.leaks == 0
     assert result.after_ok
     assert "422" in result.statuses  # negative cases were refused at the boundary
+
+
+def test_openapi_contract_holds_with_every_check(keyed: tuple[Stack, str], tmp_path: Path) -> None:
+    s, key = keyed
+    result = openapi.run(s.base_url, key, tmp_path, max_examples=5, workers=2)
+    assert result.operations == 5 and result.cases >= 100  # the coverage phase alone sends ~300
+    assert result.total_failures == 0, result.failed_checks
+    assert result.images_served > 0  # the key got through: not a run of documented 401s
+
+
+def test_unsupported_method_and_unparseable_body_answer_as_documented(keyed: tuple[Stack, str]) -> None:
+    s, key = keyed
+    r = requests.put(s.endpoint, timeout=30)
+    assert r.status_code == 405 and r.headers["allow"] == "GET, POST", r.headers
+    assert "GET, POST" in r.json()["error"]
+    r = requests.post(s.endpoint, data=b'{"prompt": "\xff"}', timeout=30,
+                      headers={"content-type": "application/json", "X-API-Key": key})  # fmt: skip
+    assert r.status_code == 400 and list(r.json()) == ["error"], r.text
+    spec = requests.get(f"{s.base_url}/openapi.json", timeout=30).json()
+    assert "400" in spec["paths"]["/imagine"]["post"]["responses"]
+    steps = spec["components"]["schemas"]["ImagineParams"]["properties"]["steps"]["anyOf"][0]
+    assert steps["maximum"] == runner.FUZZ_APP["limits"]["max_steps"]  # this deployment's limit, not 150
+
+
+def test_the_stack_listens_on_loopback_only(keyed: tuple[Stack, str]) -> None:
+    state = local.LocalState.read(keyed[0].profile.name)
+    assert state is not None
+    result = exposure.run(state)
+    assert result.listeners >= 5  # GCS, raylet, dashboard, agents, proxy, replica...
+    # Serve's replica binds its inter-deployment gRPC server to [::] in code (docs/reliability.md);
+    # everything else is on loopback, and that one refuses callers without the token.
+    beyond = {x["process"].split()[0] for x in result.bound_beyond_loopback}
+    assert beyond <= {replica_kill.REPLICA_TITLE}, result.bound_beyond_loopback
+    assert result.exposed == [], result.exposed
+    assert all(p["answer"] == exposure.GRPC_REFUSED for p in result.ports), result.ports
+
+
+def test_a_short_soak_serves_without_errors(keyed: tuple[Stack, str]) -> None:
+    s, key = keyed
+    state = local.LocalState.read(s.profile.name)
+    assert state is not None
+    result = soak.run(state, f"{s.endpoint}?prompt=a+dog", {"X-API-Key": key}, rate=2, duration_s=10,
+                      request_timeout_s=s.profile.serve.request_timeout_s)  # fmt: skip
+    assert result.sent >= 15 and result.server_errors == 0 and result.hung == 0, result.statuses
+    assert result.rss_first_mb and result.rss_end_mb and result.p99_drift is not None
 
 
 def test_overload_sheds_with_503_and_recovers(keyed: tuple[Stack, str]) -> None:

@@ -16,9 +16,10 @@ from typing import Any
 KEYS = (
     "fuzz_cases", "fuzz_5xx", "overload_rejected", "overload_reject_p99_ms", "overload_accepted_p99_ms",
     "unloaded_p50_ms", "overload_hung", "kill_recovery_s", "kill_failed_requests", "kill_hung",
-    "train_resume_ok", "auth_ok",
+    "train_resume_ok", "auth_ok", "openapi_cases", "openapi_failures", "update_under_load_failures",
+    "soak_s", "soak_rss_growth_pct", "soak_p99_drift", "soak_5xx", "exposed_unauthenticated_ports",
 )  # fmt: skip
-PHASES = ("fuzz", "overload", "kill", "train", "auth")
+PHASES = ("exposure", "auth", "fuzz", "openapi", "overload", "kill", "soak", "updates", "train")
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,30 @@ class Goal:
     check: Callable[[dict[str, Any]], bool]
 
 
-def goals(min_fuzz_cases: int = 1000) -> list[Goal]:
+def goals(min_fuzz_cases: int = 1000, min_openapi_cases: int = 500) -> list[Goal]:
     """The issue's goals, plus the conditions without which a figure would mean nothing."""
+    return [*_serving_goals(min_fuzz_cases), *_day2_goals(min_openapi_cases)]
+
+
+def _day2_goals(min_openapi_cases: int) -> list[Goal]:
+    """Contract, updates, soak and exposure (issue 14)."""
+    return [
+        Goal(f"openapi_cases >= {min_openapi_cases}", "openapi", lambda s: s["openapi_cases"] >= min_openapi_cases),
+        Goal("openapi_failures == 0", "openapi", lambda s: s["openapi_failures"] == 0),
+        Goal("openapi: the key got through (images served)", "openapi",
+             lambda s: s["details"]["openapi"]["images_served"] > 0),
+        Goal("update_under_load_failures == 0", "updates", lambda s: s["update_under_load_failures"] == 0),
+        Goal("updates: two code revisions and one model deployed", "updates",
+             lambda s: len(s["details"]["updates"]["updates"]) == 3),
+        Goal("soak_rss_growth_pct <= 5", "soak", lambda s: _lt(s["soak_rss_growth_pct"], 5, inclusive=True)),
+        Goal("soak_p99_drift <= 1.25", "soak", lambda s: _lt(s["soak_p99_drift"], 1.25, inclusive=True)),
+        Goal("soak_5xx == 0", "soak", lambda s: s["soak_5xx"] == 0),
+        Goal("soak: nothing hung", "soak", lambda s: s["details"]["soak"]["hung"] == 0),
+        Goal("exposed_unauthenticated_ports == 0", "exposure", lambda s: s["exposed_unauthenticated_ports"] == 0),
+    ]  # fmt: skip
+
+
+def _serving_goals(min_fuzz_cases: int) -> list[Goal]:
     return [
         Goal(f"fuzz_cases >= {min_fuzz_cases}", "fuzz", lambda s: s["fuzz_cases"] >= min_fuzz_cases),
         Goal("fuzz_5xx == 0", "fuzz", lambda s: s["fuzz_5xx"] == 0),
@@ -71,6 +94,7 @@ def summarize(details: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The top-level figures from each phase's result dict (a phase not run gives nulls)."""
     f, o = details.get("fuzz", {}), details.get("overload", {})
     k, t, a = details.get("kill", {}), details.get("train", {}), details.get("auth", {})
+    oa, up, so = details.get("openapi", {}), details.get("updates", {}), details.get("soak", {})
     figures = {
         "fuzz_cases": f.get("cases"), "fuzz_5xx": f.get("server_error_count"),
         "overload_rejected": o.get("rejected"), "overload_reject_p99_ms": o.get("reject_p99_ms"),
@@ -79,6 +103,11 @@ def summarize(details: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "kill_recovery_s": k.get("recovery_s"), "kill_failed_requests": k.get("failed"),
         "kill_hung": k.get("hung"),
         "train_resume_ok": t.get("ok"), "auth_ok": a.get("ok"),
+        "openapi_cases": oa.get("cases"), "openapi_failures": oa.get("total_failures"),
+        "update_under_load_failures": up.get("failed"),
+        "soak_s": so.get("duration_s"), "soak_rss_growth_pct": so.get("rss_growth_pct"),
+        "soak_p99_drift": so.get("p99_drift"), "soak_5xx": so.get("server_errors"),
+        "exposed_unauthenticated_ports": details.get("exposure", {}).get("exposed_unauthenticated_ports"),
     }  # fmt: skip
     return _clean({**figures, "details": details})
 
@@ -146,7 +175,35 @@ def markdown(data: dict[str, Any]) -> str:
         lines.append(f"Training: killed after checkpoint {t['killed_after_step']} (complete: "
                      f"{t['checkpoints_at_kill']}), resumed from {t['resumed_from']}, ended at step "
                      f"{t['final_step']} of {t['steps_requested']}.")  # fmt: skip
+    lines += _day2_lines(d)
     problems = [p for p in d.get("train", {}).get("problems", [])] + d.get("auth", {}).get("leaks", [])
     if problems:
         lines += ["", "Problems:", *(f"- {p}" for p in problems)]
     return "\n".join(lines) + "\n"
+
+
+def _day2_lines(d: dict[str, Any]) -> list[str]:
+    lines = []
+    if "openapi" in d:
+        o = d["openapi"]
+        lines.append(f"OpenAPI (schemathesis, all checks): {o['cases']} cases over {o['operations']} operations in "
+                     f"{o['seconds']} s, {o['failures']} with failures, {o['errors']} errors, "
+                     f"{o['images_served']} images served.")  # fmt: skip
+        lines += [f"- {f.get('operation')}: {f.get('title')}" for f in o.get("failed_checks", [])]
+    if "updates" in d:
+        u = d["updates"]
+        steps = "; ".join(f"{x['what']} at {x['at_s']} s ({x['seconds']} s)" for x in u["updates"])
+        lines.append(f"Updates under load at {u['rate_rps']} req/s: {steps}. {u['sent']} sent, statuses "
+                     f"{u['statuses']}, answered by {u['answered_by']}.")  # fmt: skip
+    if "soak" in d:
+        k = d["soak"]
+        lines.append(f"Soak: {k['rate_rps']} req/s for {k['duration_s']} s (windows {k['window_s']} s); RSS "
+                     f"{k['rss_first_mb']} -> {k['rss_end_mb']} MB; p99 {k['p99_first_ms']} -> {k['p99_last_ms']} "
+                     f"ms; statuses {k['statuses']}; replica pids {k['replica_pids']}.")  # fmt: skip
+    if "exposure" in d:
+        e = d["exposure"]
+        lines.append(f"Exposure: {e['listeners']} listening sockets, {len(e['bound_beyond_loopback'])} bound beyond "
+                     f"loopback; probed from {e['addresses'] or 'no address'}: {len(e['ports'])} reachable, "
+                     f"{len(e['exposed'])} exposed. {e['note']}")  # fmt: skip
+        lines += [f"- exposed: {x['address']}:{x['port']} {x['processes']}: {x['answer']}" for x in e["exposed"]]
+    return lines

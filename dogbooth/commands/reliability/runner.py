@@ -7,9 +7,11 @@ and the auth phase checks that nothing else gets in and that the key shows up in
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
+import shutil
 import socket
 import tempfile
 import time
@@ -19,8 +21,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dogbooth.commands.loadgen import GRACE_S, bearer, imagine_path
-from dogbooth.commands.reliability import ReliabilityError, auth, fuzz, overload, replica_kill, report, train_interrupt
+from dogbooth.commands.loadgen import GRACE_S, bearer, closed_loop, imagine_path, session
+from dogbooth.commands.reliability import (
+    ReliabilityError,
+    auth,
+    exposure,
+    fuzz,
+    openapi,
+    overload,
+    replica_kill,
+    report,
+    soak,
+    train_interrupt,
+    updates,
+)
 from dogbooth.core.paths import REPO_ROOT
 from dogbooth.core.polling import poll
 from dogbooth.platforms import local
@@ -41,6 +55,9 @@ class Options:
     overload_factor: float = 3.0
     phases: tuple[str, ...] = report.PHASES
     seed: int = 0
+    soak_s: float = 600
+    openapi_examples: int = 100  # Schemathesis fuzzing cases per operation; its coverage phase adds more
+    min_openapi_cases: int = 500
 
 
 @dataclass
@@ -50,6 +67,7 @@ class Run:
     profile: Profile
     state: LocalState
     key: str
+    source_root: Path  # the stack serves a copy of services/: the update phase edits it
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -87,6 +105,8 @@ def reliability_profile(profile: Profile) -> Profile:
     data = profile.model_dump()
     data["name"] = f"reliability-{profile.name}"
     data["ray"].update(gcs_port=_free_port(), dashboard_port=_free_port())
+    if "metrics_port" in data["ray"]:  # Ray's metrics exporter: a fixed port would collide with `up`'s
+        data["ray"]["metrics_port"] = _free_port()
     data["serve"]["http_port"] = _free_port()
     return Profile.model_validate(data)
 
@@ -99,13 +119,16 @@ def fuzz_profile(profile: Profile) -> Profile:
 
 
 @contextmanager
-def stack(profile: Profile, key: str) -> Iterator[LocalState]:
-    """The profile up with `key` in the Ray head's environment; always brought down (and the env restored)."""
+def stack(profile: Profile, key: str, source_root: Path) -> Iterator[LocalState]:
+    """The profile up with `key` in the Ray head's environment, serving a copy of services/ from
+    `source_root` (edits to the working tree during the run change nothing; the update phase edits
+    the copy); always brought down (and the env restored)."""
     name = profile.serve.app.api_key_env
     previous = os.environ.get(name)
     os.environ[name] = key
+    shutil.copytree(REPO_ROOT / "services", source_root / "services", ignore=shutil.ignore_patterns("__pycache__"))
     try:
-        local.up(profile, source_root=REPO_ROOT)
+        local.up(profile, source_root=source_root)
         state = LocalState.read(profile.name)
         if state is None:
             raise ReliabilityError(f"no state file for {profile.name} after bring-up")
@@ -144,26 +167,49 @@ def _phase(details: dict[str, dict[str, Any]], name: str, body: Callable[[], dic
     details[name]["phase_seconds"] = round(time.monotonic() - started, 1)
 
 
-def _serving_phases(run: Run, options: Options) -> None:
+def _capacity(run: Run, url: str, slots: int) -> float:
+    """Requests/s the replicas serve: the overload phase's measurement, or a 10 s closed loop now."""
+    details = run.details
+    measured = details.get("overload", {}).get("capacity_rps") or details.get("capacity", {}).get("capacity_rps")
+    if measured:
+        return float(measured)
+
+    async def closed() -> float:
+        async with session(run.timeout_s + GRACE_S, run.headers) as client:
+            outcomes, elapsed = await closed_loop(client, url, users=slots, duration_s=10)
+        return sum(o.ok for o in outcomes) / elapsed
+
+    capacity = asyncio.run(closed())
+    if capacity <= 0:
+        raise ReliabilityError("no request succeeded while measuring capacity")
+    run.details.setdefault("capacity", {"capacity_rps": round(capacity, 2)})
+    return capacity
+
+
+def _contract_phases(run: Run, options: Options) -> None:
+    """Fuzzing and the OpenAPI contract, both on the cheap-request settings of FUZZ_APP."""
     dep = run.profile.serve.deployment
-    # Clients that keep every replica's batch full: capacity is what the replicas serve, not the queue.
-    slots = (dep.num_replicas or 1) * run.profile.serve.app.batching.max_batch_size
-    url = run.base + DEFAULT_REQUEST
-    if "auth" in options.phases:
-        _phase(run.details, "auth", lambda: auth.check_endpoints(run.base, run.key).as_dict())
+    # Serve 503s simultaneous requests beyond max_queued_requests even when idle (they all pass
+    # through the routing queue), and admission may refuse requests beyond always_admit, so the
+    # fuzzers send no more at once than either: a 503 is a bug here.
+    queue = dep.max_queued_requests if dep.max_queued_requests > 0 else 4
+    threads = min(4, queue, run.profile.serve.app.admission.always_admit)
+    log.info("deploying the fuzzing settings (serve.app %s)", FUZZ_APP)
+    _redeploy(run, fuzz_profile(run.profile))
     if "fuzz" in options.phases:
-        # Serve 503s simultaneous requests beyond max_queued_requests even when idle (they all pass
-        # through the routing queue), and admission may refuse requests beyond always_admit, so the
-        # fuzzer sends no more at once than either: a 503 is a bug here.
-        queue = dep.max_queued_requests if dep.max_queued_requests > 0 else 4
-        threads = min(4, queue, run.profile.serve.app.admission.always_admit)
-        log.info("deploying the fuzzing settings (serve.app %s)", FUZZ_APP)
-        _redeploy(run, fuzz_profile(run.profile))
         _phase(run.details, "fuzz", lambda: fuzz.run(
             run.base, cases=options.fuzz_cases, headers=run.headers, secret=run.key, seed=options.seed,
             concurrency=threads, timeout_s=run.timeout_s + GRACE_S).as_dict())  # fmt: skip
-        log.info("deploying profile %s as it is", run.profile.name)
-        _redeploy(run, run.profile)
+    if "openapi" in options.phases:
+        _phase(run.details, "openapi", lambda: openapi.run(
+            run.base, run.key, options.report_dir / "openapi", max_examples=options.openapi_examples,
+            seed=options.seed, workers=threads, timeout_s=run.timeout_s + GRACE_S).as_dict())  # fmt: skip
+    log.info("deploying profile %s as it is", run.profile.name)
+    _redeploy(run, run.profile)
+
+
+def _load_phases(run: Run, options: Options, url: str, slots: int) -> None:
+    """Overload, replica kill, soak and updates: each at a rate set by the measured capacity."""
     if "overload" in options.phases:
         _phase(run.details, "overload", lambda: overload.run(
             url, run.headers, request_timeout_s=run.timeout_s, users=slots, duration_s=options.overload_s,
@@ -173,6 +219,28 @@ def _serving_phases(run: Run, options: Options) -> None:
         rate = round(max(0.5, min(4.0, capacity / 2)), 2)  # steady: half of capacity, well below overload
         _phase(run.details, "kill", lambda: replica_kill.run(
             run.state, url, run.headers, request_timeout_s=run.timeout_s, rate=rate).as_dict())  # fmt: skip
+    if "soak" in options.phases:
+        _phase(run.details, "soak", lambda: soak.run(
+            run.state, url, run.headers, rate=round(0.7 * _capacity(run, url, slots), 2),
+            duration_s=options.soak_s, request_timeout_s=run.timeout_s).as_dict())  # fmt: skip
+    if "updates" in options.phases:
+        _phase(run.details, "updates", lambda: updates.run(
+            run.profile, run.source_root, url, run.headers, run.source_root,
+            rate=round(0.5 * _capacity(run, url, slots), 2), request_timeout_s=run.timeout_s).as_dict())  # fmt: skip
+
+
+def _serving_phases(run: Run, options: Options) -> None:
+    dep = run.profile.serve.deployment
+    # Clients that keep every replica's batch full: capacity is what the replicas serve, not the queue.
+    slots = (dep.num_replicas or 1) * run.profile.serve.app.batching.max_batch_size
+    url = run.base + DEFAULT_REQUEST
+    if "exposure" in options.phases:  # first: every process of the stack is up and listening
+        _phase(run.details, "exposure", lambda: exposure.run(run.state).as_dict())
+    if "auth" in options.phases:
+        _phase(run.details, "auth", lambda: auth.check_endpoints(run.base, run.key).as_dict())
+    if set(options.phases) & {"fuzz", "openapi"}:
+        _contract_phases(run, options)
+    _load_phases(run, options, url, slots)
     if "auth" in options.phases:  # last: the logs now hold every phase's traffic
         roots = [Path(run.state.temp_dir), Path(run.state.log_path)]
         leaks = [f"log file {p}" for p in auth.files_containing(run.key, roots)]
@@ -180,6 +248,9 @@ def _serving_phases(run: Run, options: Options) -> None:
             leaks.append(f"{run.details['fuzz']['leaks']} fuzzing answer(s)")
         run.details["auth"].setdefault("leaks", []).extend(leaks)
         run.details["auth"]["ok"] = bool(run.details["auth"].get("ok")) and not leaks
+
+
+SERVING_PHASES = {"exposure", "auth", "fuzz", "openapi", "overload", "kill", "soak", "updates"}
 
 
 def run(profile: Profile, options: Options) -> tuple[Path, list[str]]:
@@ -190,16 +261,18 @@ def run(profile: Profile, options: Options) -> tuple[Path, list[str]]:
     target = reliability_profile(profile)
     load_at_start = round(os.getloadavg()[0], 2)  # the machine's other work colours every latency figure
     details: dict[str, dict[str, Any]] = {}
-    if set(options.phases) & {"auth", "fuzz", "overload", "kill"}:
+    if set(options.phases) & SERVING_PHASES:
         key = secrets.token_urlsafe(24)
-        with stack(target, key) as state:
-            serving = Run(target, state, key, details)
-            _serving_phases(serving, options)
+        with (
+            tempfile.TemporaryDirectory(prefix="dogbooth-reliability-src-") as source,
+            stack(target, key, Path(source)) as state,
+        ):
+            _serving_phases(Run(target, state, key, Path(source), details), options)
     if "train" in options.phases:  # after the stack is down: training wants the CPU to itself
         with tempfile.TemporaryDirectory(prefix="dogbooth-reliability-train-") as workdir:
             _phase(details, "train", lambda: train_interrupt.run(Path(workdir)).as_dict())
     summary = report.summarize(details)
-    met = report.evaluate(summary, report.goals(options.fuzz_cases))
+    met = report.evaluate(summary, report.goals(options.fuzz_cases, options.min_openapi_cases))
     meta = {"profile": profile.name, "git_rev": code_revision(), "cpu_count": os.cpu_count(),
             "load_average_1m_start": load_at_start, "phases": list(options.phases)}  # fmt: skip
     path = report.write(options.report_dir, summary, met, meta)
