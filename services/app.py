@@ -13,25 +13,31 @@ are switched per batch: the batcher never mixes adapters.
 
 import asyncio
 import gc
-import hmac
 import logging
 import os
 import sys
+import time
 import uuid
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from ray import serve
+from ray.serve._private.logging_utils import get_serve_logs_dir
+from starlette.exceptions import HTTPException
 
-from services import adapters
+from services import adapters, hotswap, responses
 from services.adapters import ADAPTER_ID, AdapterError, DamagedAdapter
-from services.admission import Admission, Decision
-from services.batcher import Batcher
-from services.pipeline import AdapterNotLoaded, Generator, Job, LimitError, Timing, resolve
+from services.admission import Admission
+from services.batcher import Batcher, Seat
+from services.metrics import ADMITTED, REFUSED
+from services.pipeline import AdapterNotLoaded, Generator, Job, LimitError, Timing, loaded_generator, resolve
+from services.recorders import ReplicaMetrics
+from services.requestlog import GONE, RequestLog, Trace
 from services.revision import code_revision
-from services.schemas import DEPLOYMENT_NAME, AppArgs, ImagineParams
+from services.schemas import DEPLOYMENT_NAME, AppArgs, ImagineParams, Limits, openapi_for
 
 log = logging.getLogger("dogbooth.app")
 REVISION = code_revision()
@@ -43,50 +49,43 @@ api = FastAPI(
 )
 
 
-def _field_errors(errors: list[dict[str, Any]]) -> dict[str, str]:
-    """{"steps": "Input should be greater than or equal to 1", ...} from FastAPI's error list."""
-    fields: dict[str, str] = {}
-    for error in errors:
-        loc = list(error.get("loc", ()))
-        source = str(loc.pop(0)) if loc and loc[0] in ("query", "body") else "request"
-        # Integer parts are character offsets (a JSON decode error), not field names.
-        name = ".".join(str(part) for part in loc if isinstance(part, str))
-        fields[name or source] = str(error.get("msg", "invalid"))
-    return fields
-
-
-def _invalid(fields: dict[str, str], detail: list[dict[str, Any]]) -> JSONResponse:
-    names = ", ".join(sorted(fields))
-    return JSONResponse(
-        status_code=422,
-        content={"error": f"invalid request: {names}", "fields": fields, "detail": detail},
-    )
-
-
 @api.exception_handler(RequestValidationError)
 async def _on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     detail = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
-    return _invalid(_field_errors(detail), detail)
+    return responses.invalid(responses.field_errors(detail), detail)
 
 
-def _authorized(request: Request, expected: str | None) -> bool:
-    if not expected:
-        return True
-    header = request.headers.get("authorization", "")
-    offered = header[7:] if header.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
-    return hmac.compare_digest(offered.encode(), expected.encode())
+@api.exception_handler(HTTPException)
+async def _on_http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    """Routing and body-parsing errors (404, 405, 400) in the service's one JSON error shape."""
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(responses.allowed_methods(request))
+    what = {400: "the request body cannot be parsed (JSON text must be UTF-8)", 404: f"no route {request.url.path}",
+            405: f"{request.method} is not served at {request.url.path}; use {headers.get('Allow')}"}  # fmt: skip
+    return JSONResponse(status_code=exc.status_code, content={"error": what.get(exc.status_code, str(exc.detail))},
+                        headers=headers)  # fmt: skip
 
 
-def _unauthorized() -> JSONResponse:
-    return JSONResponse(
-        status_code=401,
-        content={"error": "missing or wrong API key: send Authorization: Bearer <key> or X-API-Key"},
-        headers={"WWW-Authenticate": "Bearer"},
-    )
+_SERVED_LIMITS: list[Limits] = []  # the limits of the one deployment this process serves, once it starts
 
 
-def _adapter_error(error: AdapterError) -> JSONResponse:
-    return JSONResponse(status_code=error.status, content={"error": str(error), "adapter": error.adapter_id})
+def _openapi() -> dict[str, Any]:
+    """/openapi.json: the routes' spec with this deployment's limits, so what it calls valid is accepted here.
+
+    Set on the app as its `openapi` before serve.ingress copies it: the copy calls this function,
+    which reads this module's state, where the replica's constructor left its limits."""
+    spec = FastAPI.openapi(api)
+    return openapi_for(spec, _SERVED_LIMITS[-1]) if _SERVED_LIMITS else spec
+
+
+api.openapi = _openapi  # type: ignore[method-assign]
+
+
+def _publish_limits(limits: Limits) -> None:
+    # A module function, so the replica's constructor (which Serve ships by value, with copies of the
+    # globals it names) reaches this module's list, the one `_openapi` reads.
+    _SERVED_LIMITS[:] = [limits]
 
 
 class _LoadedAdapter:
@@ -103,34 +102,10 @@ class _LoadedAdapter:
             self.generator.unload_adapter(self.adapter_id, self.token)
 
 
-_JSON_ERROR = {"application/json": {"example": {"error": "what is wrong, naming the field or adapter"}}}
-IMAGINE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"description": "the image", "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}},
-    401: {"description": "missing or wrong API key (when the deployment sets one)", "content": _JSON_ERROR},
-    404: {"description": "`adapter`: no adapter with this id in the store; the body names it", "content": _JSON_ERROR},
-    408: {"description": "still queued or running past the request timeout (Serve's proxy)"},
-    422: {"description": "a field is invalid, or the adapter is damaged; the body names which", "content": _JSON_ERROR},
-    424: {"description": "the adapter was trained on another base model than this deployment serves",
-          "content": _JSON_ERROR},
-    500: {"description": "generation failed; the body has the request id", "content": _JSON_ERROR},
-    503: {"description": "overloaded: retry after the Retry-After header's seconds", "content": _JSON_ERROR},
-}  # fmt: skip
-
-
-def _overloaded(decision: Decision, max_latency_x: float | None) -> JSONResponse:
-    retry = decision.retry_after_s
-    return JSONResponse(
-        status_code=503,
-        content={
-            "error": (
-                f"overloaded: this request would finish in about {decision.estimate_s:.1f} s, past this "
-                f"deployment's bound of {decision.bound_s:.1f} s ({max_latency_x} x one image alone); "
-                f"retry in {retry} s"
-            ),
-            "retry_after_s": retry,
-        },
-        headers={"Retry-After": str(retry)},
-    )
+def _serve_logs_dir() -> Path:
+    # Above the class: defined below it, the replica raised NameError (Serve serializes the class early).
+    # Serve's own replica logs are here; Ray 2.60 has no public call for it (ray.serve._private.logging_utils).
+    return Path(get_serve_logs_dir())
 
 
 @serve.deployment(name=DEPLOYMENT_NAME)
@@ -139,8 +114,13 @@ class Imagine:
     """A replica: the model, loaded once, behind the HTTP routes."""
 
     def __init__(self, args: dict[str, Any]) -> None:
+        self.init_started_at = time.time()
+        self._init_args = args
         self.args = AppArgs.model_validate(args)
-        self.generator = Generator(self.args)
+        _publish_limits(self.args.limits)
+        self.generator = loaded_generator(self.args)  # still loaded when this is an in-process reload
+        self.metrics = ReplicaMetrics(self.args.model)
+        self.request_log = RequestLog(_serve_logs_dir(), serve.get_replica_context().replica_tag, self.args.model)
         self._api_key = os.environ.get(self.args.api_key_env) or None
         bounds = self.args.admission
         self.admission = Admission(bounds.max_latency_x, self.args.batching.max_batch_size, bounds.always_admit)
@@ -167,18 +147,28 @@ class Imagine:
 
     def _warm_up(self) -> None:
         """Two default images before taking traffic: the first pays for lazy set-up (kernels, allocator)
-        so no user does; the second is a quiet measurement of one image alone for admission."""
-        job = resolve(ImagineParams(prompt="warm-up"), self.args)
-        timings: list[Timing] = []
-        for result in (*self.generator.generate_many([job]), *self.generator.generate_many([job], timings)):
-            if isinstance(result, Exception):
-                raise RuntimeError(f"the model cannot generate: {result}") from result
-        self.admission.finish(timings)
+        so no user does; the second is a quiet measurement of one image alone for admission. A model
+        kept across an in-process reload (services/hotswap.py) is warm: its measurement is reused."""
+        started = time.perf_counter()
+        if self.generator.alone is None:
+            job = resolve(ImagineParams(prompt="warm-up"), self.args)
+            timings: list[Timing] = []
+            for result in (*self.generator.generate_many([job]), *self.generator.generate_many([job], timings)):
+                if isinstance(result, Exception):
+                    raise RuntimeError(f"the model cannot generate: {result}") from result
+            self.generator.alone = timings
+        self.admission.finish(self.generator.alone)
+        self.warm_up_seconds = time.perf_counter() - started
+
+    async def reconfigure(self, config: dict[str, Any]) -> None:
+        """Serve calls this with the deployment's user_config: the dev loop's in-process reload."""
+        await hotswap.reload(self, config, REVISION, self._init_args)
 
     def check_health(self) -> None:
         """Serve restarts a replica whose pipeline is gone."""
         if getattr(self.generator, "pipe", None) is None:
             raise RuntimeError("pipeline not loaded")
+        self.metrics.sample_memory()  # Serve calls this every health_check_period_s: the RSS gauge's clock
 
     def _adapter_loader(self) -> Any:
         generator, store, model = self.generator, self.store, self.args.model
@@ -197,6 +187,7 @@ class Imagine:
         self.admission.start([id(job) for job in jobs], [job.shape_key for job in jobs])
         timings: list[Timing] = []
         adapter = jobs[0].adapter  # the batcher keys batches by adapter: one per batch
+        self.metrics.batch(len(jobs))
         try:
             for _ in range(3):
                 if adapter is not None:
@@ -209,6 +200,7 @@ class Imagine:
                 results = await asyncio.to_thread(self.generator.generate_many, jobs, timings)
                 if not any(isinstance(r, AdapterNotLoaded) for r in results):
                     break
+            self.metrics.made(adapter, sum(isinstance(r, bytes) for r in results))
             return results
         finally:
             self.admission.finish(timings)
@@ -225,7 +217,7 @@ class Imagine:
             msg = f"{header!r} is not an adapter id ([a-z0-9][a-z0-9-]{{0,62}})"
         else:
             return params.model_copy(update={"adapter": header}), None
-        return params, _invalid({name: msg}, [{"loc": ["header", name], "msg": msg, "type": "value_error"}])
+        return params, responses.invalid({name: msg}, [{"loc": ["header", name], "msg": msg, "type": "value_error"}])
 
     async def _ensure_adapter(self, adapter_id: str) -> JSONResponse | None:
         # 404/422/424 before any queueing. An adapter not held is read by its loader; one held is checked
@@ -235,41 +227,65 @@ class Imagine:
                 await asyncio.to_thread(adapters.check, self.store, adapter_id, self.args.model)
             await self._load_adapter(adapter_id)
         except AdapterError as e:
-            return _adapter_error(e)
+            return responses.adapter_error(e)
         return None
 
     async def _imagine(self, params: ImagineParams, request: Request) -> Response:
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        if not _authorized(request, self._api_key):
-            return _unauthorized()
+        """Answer, then write the request's log line (services/requestlog.py) whatever happened."""
+        # Serve's proxy sets X-Request-ID on the way in (the client's own, or one it makes) and out.
+        trace = Trace(request.headers.get("x-request-id") or uuid.uuid4().hex, request.method, params.prompt)
+        status = GONE  # stays so when Serve cancels us: its request timeout or a client disconnect
+        try:
+            response = await self._answer(params, request, trace)
+            status = response.status_code
+            return response
+        except Exception:
+            status = 500
+            raise
+        finally:
+            self.request_log.write(trace, status)
+
+    async def _answer(self, params: ImagineParams, request: Request, trace: Trace) -> Response:
+        request_id = trace.request_id
+        if not responses.authorized(request, self._api_key):
+            return responses.unauthorized()
         params, refused = self._requested_adapter(params)
         if refused is None and params.adapter is not None:
             refused = await self._ensure_adapter(params.adapter)
+        trace.adapter = params.adapter
         if refused is not None:
             return refused
         try:
             job = resolve(params, self.args)
         except LimitError as e:
             detail = [{"loc": [e.field], "msg": str(e), "type": "limit"}]
-            return _invalid({e.field: str(e)}, detail)
+            return responses.invalid({e.field: str(e)}, detail)
+        trace.shape, trace.format = "x".join(f"{v:g}" for v in job.shape_key), job.format
         decision = self.admission.offer(id(job), job.shape_key)
+        self.metrics.decision(decision.admit)
+        trace.admission = ADMITTED if decision.admit else REFUSED
         if not decision.admit:
-            return _overloaded(decision, self.args.admission.max_latency_x)
+            return responses.overloaded(decision, self.args.admission.max_latency_x)
+        seat = Seat()
         try:
-            result = await self.batcher.submit(job)
+            result = await self.batcher.submit(job, seat)
         except asyncio.CancelledError:  # Serve cancels us on its request timeout or a client disconnect
             job.abandoned.set()
             raise
         finally:
             self.admission.drop(id(job))
+            if seat.batch_id:  # it joined a batch (else it left while queued)
+                trace.batch_id, trace.batch_size, trace.queue_wait_s = seat.batch_id, seat.batch_size, seat.queue_wait_s
         if isinstance(result, AdapterError):  # deleted or damaged between the request and its batch
-            return _adapter_error(result)
+            return responses.adapter_error(result)
         if isinstance(result, Exception):
             log.error("request %s failed: %s", request_id, result)
             return JSONResponse(
                 status_code=500,
                 content={"error": "generation failed", "request_id": request_id},
             )
+        trace.generate_s, trace.encode_s = job.spent.generate_s, job.spent.encode_s
+        self.metrics.request(seat.queue_wait_s, job.spent.generate_s, job.spent.encode_s)
         headers = {
             "X-Seed": str(job.seed),
             "X-Model": self.args.model,
@@ -283,14 +299,17 @@ class Imagine:
     @api.get(
         "/imagine",
         response_class=Response,
-        responses=IMAGINE_RESPONSES,
+        responses=responses.IMAGINE_RESPONSES,
         summary="Generate an image from query parameters",
     )
     async def imagine_get(self, params: Annotated[ImagineParams, Query()], request: Request) -> Response:
         return await self._imagine(params, request)
 
     @api.post(
-        "/imagine", response_class=Response, responses=IMAGINE_RESPONSES, summary="Generate an image from a JSON body"
+        "/imagine",
+        response_class=Response,
+        responses=responses.IMAGINE_RESPONSES,
+        summary="Generate an image from a JSON body",
     )
     async def imagine_post(self, params: ImagineParams, request: Request) -> Response:
         return await self._imagine(params, request)
@@ -298,11 +317,11 @@ class Imagine:
     @api.get(
         "/adapters",
         summary="The adapters in the store: base model, rank, size, created, and whether this replica holds them",
-        responses={401: IMAGINE_RESPONSES[401]},
+        responses={401: responses.IMAGINE_RESPONSES[401]},
     )
     async def list_adapters(self, request: Request) -> Any:
-        if not _authorized(request, self._api_key):
-            return _unauthorized()
+        if not responses.authorized(request, self._api_key):
+            return responses.unauthorized()
         loaded = set(list(self.generator.adapters))
         entries = await asyncio.to_thread(adapters.listing, self.store, self.args.model, loaded)
         return {"store": str(self.store), "base_model": self.args.model, "adapters": entries}
@@ -319,6 +338,15 @@ class Imagine:
             "device": self.generator.device,
             "revision": REVISION,
             "load_seconds": round(self.generator.load_seconds, 3),
+            # Where the last construction went (`up --timings`); after an in-process reload, import and
+            # load are those of the kept model, and the warm-up is ~0.
+            "startup": {
+                "init_started_at": self.init_started_at,
+                "import_s": round(self.generator.import_seconds, 3),
+                "load_s": round(self.generator.load_seconds, 3),
+                "warm_up_s": round(self.warm_up_seconds, 3),
+            },
+            "reload": hotswap.status(),
             "admission": self.admission.snapshot(),
             "batches": self.batcher.stats(),
             "adapters": {

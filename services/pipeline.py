@@ -48,6 +48,14 @@ class _Slot:
 _UNKNOWN = "\0unknown"  # the active adapter after a load: diffusers may have changed it
 
 
+@dataclass
+class Spent:
+    """Where one job's time went in `generate_many`: its group's pipeline call, then its own encode."""
+
+    generate_s: float = 0.0
+    encode_s: float = 0.0
+
+
 @dataclass(frozen=True)
 class Job:
     """A fully resolved request: no defaults left to apply."""
@@ -63,6 +71,7 @@ class Job:
     adapter: str | None = None  # a LoRA adapter id from the store; None = the base model
     # Set when the caller is gone (Serve's request timeout or a disconnect): stop computing for it.
     abandoned: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
+    spent: Spent = field(default_factory=Spent, compare=False, repr=False)  # filled in by generate_many
 
     @property
     def shape_key(self) -> Shape:
@@ -115,8 +124,11 @@ class Generator:
     """Loads the model once and turns Jobs into encoded images."""
 
     def __init__(self, args: AppArgs) -> None:
+        started = time.perf_counter()
+        import diffusers  # noqa: F401  # here, not in load_pipeline: `up --timings` reports the import apart
         import torch
 
+        self.import_seconds = time.perf_counter() - started
         self.args = args
         # Ray sets OMP_NUM_THREADS to the actor's num_cpus (often 1); the profile decides instead.
         torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
@@ -132,6 +144,8 @@ class Generator:
         self.adapters: dict[str, _Slot] = {}
         self._tokens = itertools.count(1)
         self._active: str | None = None  # None: the base model (no LoRA layer enabled)
+        # The warm-up's measurement of one image alone, for admission; None until the first warm-up.
+        self.alone: list[Timing] | None = None
         log.info("loaded %s on %s/%s in %.2fs", args.model, self.device, args.dtype, self.load_seconds)
 
     def load_adapter(self, adapter_id: str, path: str, size_bytes: int) -> int:
@@ -206,10 +220,14 @@ class Generator:
             try:
                 started = time.perf_counter()
                 with self.lock:
+                    called = time.perf_counter()
                     self._activate(group[0].adapter)
                     images = self._run(group)
+                    generated = time.perf_counter()
                 for i, job, image in zip(indices, group, images, strict=True):
+                    encoding = time.perf_counter()
                     results[i] = encode(image, job.format)
+                    job.spent.generate_s, job.spent.encode_s = generated - called, time.perf_counter() - encoding
                 if timings is not None:
                     timings.append((group[0].shape_key, len(group), time.perf_counter() - started))
             except Exception as e:  # one bad group must not fail its neighbours
@@ -247,3 +265,18 @@ class Generator:
                 callback_on_step_end=stop_if_abandoned,
             )
         return list(out.images)
+
+
+_loaded: dict[str, Generator] = {}  # this process's model; outlives an in-process reload (services/hotswap.py)
+
+
+def loaded_generator(args: AppArgs) -> Generator:
+    """The process's Generator for `args`' model, loading it on first use.
+
+    A replica that takes an edit in-process builds its handler again, but this module is one it
+    keeps, so the pipeline stays loaded. Any other model argument loads afresh (and drops the old)."""
+    key = args.model_dump_json(include={"model", "device", "dtype", "threads", "cache_dir"})
+    if key not in _loaded:
+        _loaded.clear()
+        _loaded[key] = Generator(args)
+    return _loaded[key]

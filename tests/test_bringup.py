@@ -26,9 +26,13 @@ def dogbooth(*args: str) -> subprocess.CompletedProcess[str]:
 def test_up_down_leaves_no_process_and_both_are_idempotent(tmp_path: Path) -> None:
     path = make_test_profile(tmp_path, "cli-updown")
     port = profiles.load_file(path).serve.http_port
-    up = dogbooth("up", "--profile", str(path))
+    up = dogbooth("up", "--profile", str(path), "--timings")
     assert up.returncode == 0, up.stderr
     assert up.stdout.strip().splitlines()[-1] == f"endpoint: http://127.0.0.1:{port}/imagine"
+    # --timings: where the seconds went, phase by phase, before the endpoint line.
+    phases = [line.rsplit(None, 2)[0] for line in up.stdout.strip().splitlines()[:-1] if line.endswith(" s")]
+    for phase in ("ray start", "replica import (torch, diffusers)", "model load", "warm-up", "total"):
+        assert phase in phases, up.stdout
     assert requests.get(f"http://127.0.0.1:{port}/readyz", timeout=10).status_code == 200
     state = local.LocalState.read("cli-updown")
     assert state is not None and local.is_alive(state)

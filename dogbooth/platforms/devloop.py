@@ -1,7 +1,10 @@
 """`nox -s dev` on the local platform: bring the stack up, then redeploy whenever services/ changes.
 
-This is the host's counterpart of Tilt's live_update: the same code-revision redeploy, no restart
-of Ray. A broken edit is reported and the loop keeps watching; the last good code keeps serving.
+This is the host's counterpart of Tilt's live_update, without a restart of Ray. An edit that leaves
+the model's code alone (services/hotswap.py) reloads in the running replicas, which keep the loaded
+model; any other edit restarts the replicas with the new code-revision, as Tilt does. A broken edit
+is reported and the loop keeps watching; the last good code keeps serving. Every reload prints how
+long it took from the file's save to the new code answering.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dogbooth.core.tools import find_problems
 from dogbooth.platforms import local
 from dogbooth.platforms.kubesteps import required_tools
 from dogbooth.settings.profiles import Profile
+from services import hotswap
 
 log = logging.getLogger("dogbooth.dev")
 
@@ -32,10 +36,33 @@ def choose_profile(which: Callable[[str], str | None] = shutil.which) -> tuple[s
 
 
 def _snapshot(directory: Path) -> dict[str, float]:
-    return {str(p): p.stat().st_mtime for p in directory.rglob("*.py") if "__pycache__" not in p.parts}
+    return {p.relative_to(directory).as_posix(): p.stat().st_mtime
+            for p in directory.rglob("*.py") if "__pycache__" not in p.parts}  # fmt: skip
 
 
-def watch(profile: Profile, source_root: Path, *, poll_s: float = 0.5,
+def _changed(before: dict[str, float], after: dict[str, float]) -> tuple[list[str], float]:
+    """The files added, removed or saved between two snapshots, and when the last save happened."""
+    names = sorted(n for n in before.keys() | after.keys() if before.get(n) != after.get(n))
+    return names, max([after[n] for n in names if n in after], default=time.time())
+
+
+def reload_once(profile: Profile, state: local.LocalState, changed: list[str], saved_at: float) -> float | None:
+    """Redeploy for these changed files; print and return seconds from the save to the new code
+    answering, or None when the edit did not load (the previous code keeps serving)."""
+    hot = not hotswap.needs_restart(changed)
+    how = "in-process, model kept" if hot else "replicas restarted"
+    log.info("services/ changed (%s); reloading %s", ", ".join(changed), how)
+    try:
+        revision = local.deploy(state, profile, timeout_s=120, hot=hot)
+    except DogboothError as e:
+        print(f"reload failed, the previous code keeps serving: {e}", flush=True)
+        return None
+    seconds = time.time() - saved_at
+    print(f"reloaded: revision {revision} answering {seconds:.1f} s after the save ({how})", flush=True)
+    return seconds
+
+
+def watch(profile: Profile, source_root: Path, *, poll_s: float = 0.1,
           stop: Callable[[], bool] = lambda: False, watching: Callable[[], None] = lambda: None) -> None:  # fmt: skip
     """Redeploy on every change under `source_root/services` until `stop()` or Ctrl-C.
 
@@ -51,15 +78,9 @@ def watch(profile: Profile, source_root: Path, *, poll_s: float = 0.5,
         current = _snapshot(services)
         if current == seen:
             continue
+        changed, saved_at = _changed(seen, current)
         seen = current
-        started = time.monotonic()
-        log.info("services/ changed; redeploying")
-        try:
-            revision = local.deploy(state, profile, timeout_s=120)
-        except DogboothError as e:
-            log.error("reload failed, the previous code keeps serving:\n%s", e)
-            continue
-        log.info("revision %s answering after %.1fs", revision, time.monotonic() - started)
+        reload_once(profile, state, changed, saved_at)
 
 
 def run(profile: Profile, source_root: Path) -> None:

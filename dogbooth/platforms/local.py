@@ -17,17 +17,21 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psutil
 
 from dogbooth.core.errors import BringUpError
+from dogbooth.core.names import METRICS_PATH
 from dogbooth.core.paths import REPO_ROOT, state_dir
 from dogbooth.core.polling import poll
+from dogbooth.platforms import localserve, reload
 from dogbooth.platforms.serveclient import ServeClient
-from dogbooth.render.serveconfig import serve_config
+from dogbooth.render.serveconfig import APP_NAME
 from dogbooth.settings.profiles import Profile
+from services import hotswap
 from services.revision import code_revision
 
 log = logging.getLogger("dogbooth.platforms.local")
@@ -46,6 +50,7 @@ class LocalState:
     endpoint_base: str
     source_root: str
     log_path: str
+    metrics_url: str = ""  # Ray's Prometheus endpoint; "" in a state file written before it existed
 
     @classmethod
     def path_for(cls, profile: str) -> Path:
@@ -92,6 +97,11 @@ def is_alive(state: LocalState) -> bool:
     return bool(_session_processes(state.sid, state.temp_dir))
 
 
+def session_processes(state: LocalState) -> list[psutil.Process]:
+    """Every live process of this head (the reliability session probes their listening ports)."""
+    return _session_processes(state.sid, state.temp_dir)
+
+
 def port_owner(port: int, host: str = "127.0.0.1") -> str | None:
     """None when `port` can be bound; else who holds it, as far as we can tell."""
     with socket.socket() as s:
@@ -122,6 +132,7 @@ def profile_ports(profile: Profile) -> dict[str, int]:
         "serve.http_port": profile.serve.http_port,
         "ray.gcs_port": profile.ray.gcs_port,
         "ray.dashboard_port": profile.ray.dashboard_port,
+        "ray.metrics_port": profile.ray.metrics_port,
     }
 
 
@@ -167,6 +178,10 @@ def start_head(profile: Profile, source_root: Path) -> LocalState:
         f"--dashboard-port={profile.ray.dashboard_port}", f"--temp-dir={temp_dir}",
         # Fixed defaults (10001, 52365) would collide with a second Ray on this machine.
         f"--ray-client-server-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
+        # What local never uses, each a process that competes for the cores while the head starts: the
+        # autoscaler's monitor, and the log monitor (it streams worker logs to drivers; Serve's stay in files).
+        "--no-monitor", "--include-log-monitor=false",
+        f"--metrics-export-port={profile.ray.metrics_port}",  # a known port: `nox -s metrics` and Prometheus read it
     ]  # fmt: skip
     if profile.ray.num_cpus:
         argv.append(f"--num-cpus={profile.ray.num_cpus}")
@@ -174,6 +189,11 @@ def start_head(profile: Profile, source_root: Path) -> LocalState:
     env.update(
         RAY_AUTH_MODE="token",
         RAY_AUTH_TOKEN=token,
+        # Loopback only. `ray start` turns --node-ip-address=127.0.0.1 into the machine's external
+        # address (services.resolve_ip_for_localhost) unless multi-node is off, as it is on macOS.
+        # With the node IP 127.0.0.1 the GCS, raylet, worker, agent and metrics servers all bind
+        # to 127.0.0.1 (docs/reliability.md, "What local exposes"). A single-node head loses nothing.
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
         PYTHONPATH=os.pathsep.join(filter(None, [str(source_root), env.get("PYTHONPATH")])),
     )
     log_path = state_dir() / f"{profile.name}.ray.log"
@@ -188,7 +208,7 @@ def start_head(profile: Profile, source_root: Path) -> LocalState:
         profile=profile.name, pid=proc.pid, sid=proc.pid, temp_dir=temp_dir,
         dashboard_url=f"http://127.0.0.1:{profile.ray.dashboard_port}", token=token,
         endpoint_base=f"http://127.0.0.1:{profile.serve.http_port}", source_root=str(source_root),
-        log_path=str(log_path),
+        log_path=str(log_path), metrics_url=f"http://127.0.0.1:{profile.ray.metrics_port}{METRICS_PATH}",
     )  # fmt: skip
     state.save()
     client = state.client()
@@ -230,18 +250,67 @@ def stop(state: LocalState, grace_s: float = 15, *, keep_logs: bool = False) -> 
     return len(procs)
 
 
-def deploy(state: LocalState, profile: Profile, *, timeout_s: float = 300) -> str:
-    """Deploy the profile's Serve config with the source tree's revision and wait until it serves it."""
+def deploy(
+    state: LocalState, profile: Profile, *, timeout_s: float = 300, hot: bool = False,
+    timings: dict[str, float] | None = None, settle: bool = True,
+) -> str:  # fmt: skip
+    """Deploy the source tree's serve code with the profile's config; return its revision once /readyz
+    answers from both, and (`settle`) Serve runs no replica of an earlier deploy any more.
+
+    `hot`: only handler code changed (services/hotswap.py `needs_restart`), so the runtime_env keeps
+    its value and the replicas reload in-process, keeping the model. A replica that finds the model's
+    code changed after all refuses, and gets a restart instead. `timings` gets `up --timings`'s phases.
+    `settle` False: return as soon as one replica serves it (`up`'s surge, which a deploy that settles follows)."""
     revision = code_revision(Path(state.source_root) / "services")
     client = state.client()
-    client.deploy(serve_config(profile, revision))
-    client.wait_running(timeout_s=timeout_s, log_hint=state.temp_dir)
-    client.wait_ready(state.endpoint_base, revision, timeout_s=timeout_s)
-    return revision
+    app = client.applications().get(APP_NAME) if hot else None
+    restart = (reload.deployed_value(app) if app else None) or revision
+    put_at = time.time()
+    config = localserve.config_for(profile, restart, revision)
+    fingerprint = str(localserve.fingerprint(config))
+    client.deploy(config)
+    in_process = restart != revision
+    failed = (lambda: None) if in_process else localserve.failed_deploy(client, fingerprint)
+    try:
+        body = localserve.wait_serving(
+            state.endpoint_base, Path(state.source_root), revision, timeout_s=timeout_s, config=fingerprint,
+            done=localserve.settled(client, config) if settle else lambda: True, in_process=in_process, failed=failed,
+        )  # fmt: skip
+    except localserve.ReloadFailed as e:
+        if not in_process or hotswap.Refused.__name__ not in str(e):
+            raise
+        log.info("%s; restarting the replicas instead", e)
+        return deploy(state, profile, timeout_s=timeout_s, timings=timings, settle=settle)
+    if timings is not None:
+        timings.update(localserve.replica_phases(body, put_at))
+    return str(body["revision"])
 
 
-def up(profile: Profile, *, source_root: Path = REPO_ROOT, timeout_s: float = 300) -> str:
-    """Bring the profile up (or update it in place) and return the /imagine URL once /readyz is 200."""
+def surge_profile(profile: Profile) -> Profile | None:
+    """`profile` with one replica more, for an update without a gap; None when the head has no room.
+
+    With the count unchanged, Serve's rolling update stops an old replica before its successor runs
+    (ray/serve/_private/deployment_state.py: it stops `rollout_size - pending` old replicas, and with
+    one replica that is the only one): requests got 503s and 408s for a replica's start (measured by
+    `nox -s reliability`, phase updates). With one more replica asked for, no old replica stops until
+    a new one runs; deploying the profile as it is then scales back down, draining the surplus one."""
+    dep = profile.serve.deployment
+    cpus = profile.ray.num_cpus or os.cpu_count() or 1
+    if dep.num_replicas is None or dep.num_gpus or (dep.num_replicas + 1) * dep.num_cpus > cpus:
+        return None  # autoscaled, or a surge replica could never be placed and Serve would wait forever
+    data = profile.model_dump()
+    data["serve"]["deployment"]["num_replicas"] = dep.num_replicas + 1
+    return Profile.model_validate(data)
+
+
+def up(
+    profile: Profile, *, source_root: Path = REPO_ROOT, timeout_s: float = 300, timings: dict[str, float] | None = None
+) -> str:
+    """Bring the profile up (or update it in place) and return the /imagine URL once /readyz is 200.
+
+    `timings`, when given, gets where the time went, phase by phase (`up --timings`)."""
+    timings = {} if timings is None else timings
+    started = time.time()
     state = LocalState.read(profile.name)
     if state is not None and not is_alive(state):
         log.info("clearing state of a head that is no longer running")
@@ -252,8 +321,13 @@ def up(profile: Profile, *, source_root: Path = REPO_ROOT, timeout_s: float = 30
     fresh = state is None
     if state is None:
         state = start_head(profile, source_root)
+    timings["ray start" if fresh else "ray start (already running)"] = time.time() - started
     try:
-        revision = deploy(state, profile, timeout_s=timeout_s)
+        if not fresh and (surge := surge_profile(profile)) is not None:
+            # One replica of the new config serving is enough: the profile's deploy, a pure scale down
+            # (localserve.config_for), then waits until every replica serves it.
+            deploy(state, surge, timeout_s=timeout_s, timings=timings, settle=False)
+        revision = deploy(state, profile, timeout_s=timeout_s, timings=timings)
     except BaseException:
         log.error("bring-up failed; Ray logs are under %s/session_latest/logs", state.temp_dir)
         if fresh:  # leave nothing behind that this call started; an existing stack stays as it was
@@ -261,7 +335,20 @@ def up(profile: Profile, *, source_root: Path = REPO_ROOT, timeout_s: float = 30
                 stop(state, keep_logs=True)
         raise
     log.info("serving code revision %s", revision)
+    _say_where_metrics_are(state)
     return f"{state.endpoint_base}/imagine"
+
+
+def _say_where_metrics_are(state: LocalState) -> None:
+    if not state.metrics_url:
+        return
+    target = state.metrics_url.removeprefix("http://").removesuffix(METRICS_PATH)
+    log.info("metrics (Prometheus text; Ray's, Serve's and dogbooth_*): %s", state.metrics_url)
+    log.info("  a summary: nox -s metrics -- --profile %s", state.profile)
+    log.info(
+        "  a Prometheus of your own scrapes it with: scrape_configs: [{job_name: dogbooth, static_configs: "
+        "[{targets: ['%s']}]}] (docs/observability.md)", target,
+    )  # fmt: skip
 
 
 def down(profile_name: str) -> bool:

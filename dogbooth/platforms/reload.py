@@ -1,8 +1,9 @@
 """Hot reload inside a Ray pod: what Tilt's live_update runs in every Ray container after syncing `services/`.
 
-It is the local dev loop's mechanism (`dogbooth.platforms.local.deploy`): the app's runtime_env carries
-a code-revision value, so a new value makes Serve build the app again (on the head) and start fresh
-replica processes (on the workers), which import the files on their own disk. The config comes from
+It is the local dev loop's restart (`dogbooth.platforms.local.deploy`; the dev loop reloads handler-only
+edits in-process instead, services/hotswap.py): the app's runtime_env carries a code-revision value, so a
+new value makes Serve build the app again (on the head) and start fresh replica processes (on the
+workers), which import the files on their own disk. The config comes from
 the running cluster (what KubeRay deployed from serveConfigV2), only that value changes, and it goes
 straight to the head's Serve REST API: the RayService spec is untouched, so KubeRay neither restarts
 the cluster nor creates a new RayCluster.
