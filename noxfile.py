@@ -8,20 +8,23 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 
 import nox
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the noxfile runs under nox's own Python
-from dogbooth.bootstrap import env_python  # noqa: E402
+from dogbooth.bootstrap import TIMES_ENV, env_python, process_started_at  # noqa: E402
 
 nox.options.sessions = ["tests"]
 nox.options.default_venv_backend = "none"
 
 
 def _dogbooth(session: nox.Session, command: str, *args: str) -> None:
+    checking = time.time()
     python = env_python(session.run)
-    session.run(python, "-m", "dogbooth", command, *args, *session.posargs, external=True)
+    times = f"{process_started_at() or checking},{checking},{time.time()}"  # for `up --timings`
+    session.run(python, "-m", "dogbooth", command, *args, *session.posargs, env={TIMES_ENV: times}, external=True)
 
 
 @nox.session(venv_backend="none")
@@ -83,7 +86,7 @@ def fetch_schemas(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none", default=False)
 def reliability(session: nox.Session) -> None:
-    """Fuzzing, overload, replica kill, training kill and auth on a private local stack; writes reports/reliability/."""
+    """Fuzz, OpenAPI contract, overload, kill, soak (--soak-s), updates, exposure, train, auth; reports/reliability/."""
     _dogbooth(session, "reliability")
 
 
@@ -94,8 +97,14 @@ def loadtest(session: nox.Session) -> None:
 
 
 @nox.session(venv_backend="none", default=False)
+def metrics(session: nox.Session) -> None:
+    """One screen from a running stack's Prometheus endpoint: `-- --profile local`, or `-- --url URL`."""
+    _dogbooth(session, "metrics")
+
+
+@nox.session(venv_backend="none", default=False)
 def bench(session: nox.Session) -> None:
-    """Raw pipeline vs dogbooth vs the anchor app, images/s and p50, on tiny and small; reports/bench/."""
+    """Raw (best threads) vs dogbooth vs the anchor app on tiny, small; `-- --models sd15 --device cuda` on a GPU."""
     _dogbooth(session, "bench")
 
 

@@ -7,11 +7,14 @@ import json
 import logging
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from dogbooth.commands import bench
+from dogbooth.bootstrap import nox_phases
+from dogbooth.commands import bench, benchloop
+from dogbooth.commands import metrics as metrics_command
 from dogbooth.commands.pipeline import command
 from dogbooth.commands.reliability import ReliabilityError, runner
 from dogbooth.commands.train import add_args, train
@@ -38,7 +41,7 @@ def load_profile(
 
 def _profile_args(p: argparse.ArgumentParser, *, default: str | None = "local") -> None:
     p.add_argument("--profile", default=default, help=f"one of {', '.join(profiles.available())}, or a file")
-    p.add_argument("--model", help="model reference: tiny, small, a directory, or org/name[@revision]")
+    p.add_argument("--model", help="model reference: tiny, small, sd15, a directory, or org/name[@revision]")
     p.add_argument("--port", type=int, help="HTTP port of the Serve endpoint")
     p.add_argument("--source-root", type=Path, default=REPO_ROOT, help=argparse.SUPPRESS)
 
@@ -57,13 +60,17 @@ def _local_dry_run(command: str, profile: Profile) -> None:
 
 
 def cmd_up(a: argparse.Namespace) -> None:
+    entered = time.time()
     profile = load_profile(a.profile, model=a.model, port=a.port, adapters=a.adapters)
     if profile.platform != "local":
         return _cluster("up", profile, a)  # the doctor runs first there, inside dispatch.run
     doctor.preflight(profile, "up", dry_run=a.dry_run)
     if a.dry_run:
         return _local_dry_run("up", profile)
-    endpoint = local.up(profile, source_root=a.source_root.resolve())
+    timings = {**nox_phases(entered), "doctor (preflight)": time.time() - entered}
+    endpoint = local.up(profile, source_root=a.source_root.resolve(), timings=timings)
+    if a.timings:
+        print(benchloop.timings_table(timings), flush=True)
     print(f"endpoint: {endpoint}", flush=True)
 
 
@@ -158,13 +165,18 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapters", type=Path, help="LoRA adapter store (serve.app.adapters.store), e.g. a directory")
 
 
+def _up_args(p: argparse.ArgumentParser) -> None:
+    _serve_args(p)
+    p.add_argument("--timings", action="store_true", help="local: print where the bring-up's seconds went")
+
+
 def cmd_loadtest(a: argparse.Namespace) -> None:
     # --host alone tests that endpoint as is; otherwise the profile (default local) is the target.
     use_profile = a.profile or not a.host
     profile = load_profile(a.profile or "local", model=a.model, port=a.port) if use_profile else None
     opts = run.Options(
         users=a.users, spawn_rate=a.spawn_rate, run_time=a.run_time, report_dir=a.report_dir, shape=a.shape,
-        slo_file=a.slo, slo_p95_ms=a.slo_p95_ms, slo_error_rate=a.slo_error_rate,
+        slo_file=a.slo, slo_p95_ms=a.slo_p95_ms, slo_error_rate=a.slo_error_rate, metrics_url=a.metrics_url,
     )  # fmt: skip
     run.run(profile, a.host, opts)
 
@@ -180,10 +192,15 @@ def _loadtest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--slo", type=Path, default=d.slo_file, help="SLO file (default loadtest/slo.yaml)")
     p.add_argument("--slo-p95-ms", type=float, help="override the p95 budget (ms)")
     p.add_argument("--slo-error-rate", type=float, help="override the error-rate budget (0..1)")
+    p.add_argument("--metrics-url", help="Prometheus endpoint for the server_* figures (local profiles: their own)")
 
 
 def cmd_bench(a: argparse.Namespace) -> None:
-    bench.run(bench.BenchOptions(models=a.models, duration_s=a.duration, report_dir=a.report_dir, adapters=a.adapters))
+    options = bench.BenchOptions(
+        models=a.models, duration_s=a.duration, report_dir=a.report_dir, adapters=a.adapters,
+        device=a.device, steps=a.steps, size=a.size, shape=a.shape, compile=a.compile,
+    )  # fmt: skip
+    bench.run(options)
 
 
 def _bench_args(p: argparse.ArgumentParser) -> None:
@@ -192,12 +209,26 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=d.duration_s, help="seconds per throughput run (%(default)s)")
     p.add_argument("--report-dir", type=Path, default=d.report_dir, help="summary.json goes here")
     p.add_argument("--adapters", type=int, default=d.adapters, help="also bench N LoRA adapters (docs/adapters.md)")
+    p.add_argument("--device", default=d.device, choices=("cpu", "cuda"), help="cuda: fp16 and the GPU option sweep")
+    p.add_argument("--steps", type=int, help="denoising steps for every model (default: each model's own)")
+    p.add_argument("--size", type=int, help="image side in px for every model (default: each model's own)")
+    p.add_argument("--shape", default=d.shape, help="served replicas x threads, e.g. 2x1 (default: from the raw sweep)")
+    p.add_argument("--compile", action="store_true", help="GPU option sweep: also torch.compile the UNet (slow)")
+
+
+def cmd_metrics(a: argparse.Namespace) -> None:
+    metrics_command.run(load_profile(a.profile), a.url)
+
+
+def _metrics_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", help="a Prometheus endpoint to read instead of the local profile's, e.g. a port-forward")
 
 
 def cmd_reliability(a: argparse.Namespace) -> None:
     profile = load_profile(a.profile, model=a.model)
     options = runner.Options(report_dir=a.report_dir, fuzz_cases=a.fuzz_cases, overload_s=a.overload_s,
-                             phases=tuple(a.phases.split(",")), seed=a.seed)  # fmt: skip
+                             phases=tuple(a.phases.split(",")), seed=a.seed, soak_s=a.soak_s,
+                             openapi_examples=a.openapi_examples)  # fmt: skip
     path, failed = runner.run(profile, options)
     print((path.parent / "summary.md").read_text(), flush=True)
     if failed:
@@ -212,13 +243,17 @@ def _reliability_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overload-s", type=float, default=d.overload_s, help="seconds of overload (default %(default)s)")
     p.add_argument("--phases", default=",".join(d.phases), help="comma-separated subset to run")
     p.add_argument("--seed", type=int, default=d.seed, help="Hypothesis seed of the fuzzing")
+    p.add_argument("--soak-s", type=float, default=d.soak_s, help="seconds of steady traffic (default %(default)s)")
+    p.add_argument("--openapi-examples", type=int, default=d.openapi_examples,
+                   help="Schemathesis fuzzing cases per operation (default %(default)s)")  # fmt: skip
 
 
 EXTRA_ARGS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "reliability": _reliability_args,
     "loadtest": _loadtest_args,
+    "metrics": _metrics_args,
     "bench": _bench_args,
-    "up": _serve_args,
+    "up": _up_args,
     "down": _dry_run_arg,
     "dev": _serve_args,
     "cloud": _dry_run_arg,
@@ -240,6 +275,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str]] = {
     "train": (cmd_train, "DreamBooth fine-tune here (local) or as a cluster Job; --model is the base"),
     "pipeline": (cmd_pipeline, "fine-tune pipeline: prepare, train, validate, gate, deploy (local or Argo)"),
     "loadtest": (cmd_loadtest, "Locust load test of /imagine with report, plot and SLO gate (loadtest/)"),
+    "metrics": (cmd_metrics, "one screen of a stack's metrics: Serve's requests, batches, timings, admission, RSS"),
     "bench": (cmd_bench, "serving efficiency: raw pipeline vs dogbooth vs the anchor app, side by side"),
     "reliability": (cmd_reliability, "fuzzing, overload, replica kill, training kill and auth checks, with goals"),
     "fetch-schemas": (cmd_fetch_schemas, "download the pinned KubeRay/Argo CRDs and JupyterHub schema"),
