@@ -287,3 +287,12 @@ def test_every_gpu_pod_runs_under_the_profiles_runtimeclass(name: str, runtime_c
         (server,) = jupyterhub.values(profile)["singleuser"]["profileList"]
         extra = server["kubespawner_override"].get("extra_pod_config", {})
         assert extra.get("runtimeClassName") == runtime_class
+
+
+def test_the_training_job_takes_the_no_prior_preservation_switch() -> None:
+    request = trainjob.JobRequest(run_name="t", flags={"prior_enabled": False, "seed": 3})
+    (job,) = [o for o in trainjob.render_job(profiles.load("kind-gpu"), request) if o["kind"] == "Job"]
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    argv = [*container.get("command", []), *container.get("args", [])]
+    assert "--no-prior-preservation" in argv and "--seed=3" in argv
+    assert not any(a.startswith("--prior-enabled") for a in argv)  # not a --key=value flag of training/cli.py

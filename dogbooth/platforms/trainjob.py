@@ -67,6 +67,8 @@ def _config_path(profile: Profile) -> str:
 
 def training_values(profile: Profile, request: JobRequest) -> dict[str, Any]:
     extra = [f"--{k.replace('_', '-')}={v}" for k, v in request.flags.items() if k in PASS_THROUGH and v is not None]
+    if request.flags.get("prior_enabled") is False:  # a switch, not a --key=value: training/cli.py
+        extra.append("--no-prior-preservation")
     values = chart_values(profile, image=request.image)
     values["training"] = {
         "enabled": True,
