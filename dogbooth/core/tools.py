@@ -78,6 +78,12 @@ TOOLS: dict[str, Tool] = {
 }
 
 
+def env_executable(name: str) -> str | None:
+    """A console script of this Python's environment (the shared env need not be on PATH), else PATH's."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else shutil.which(name)
+
+
 def parse_version(text: str) -> Version | None:
     """The first dotted version in a tool's version output: 'Docker version 27.3.1, build x' -> (27, 3, 1)."""
     m = _VERSION.search(text)

@@ -16,7 +16,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from dogbooth.core.errors import BringUpError
 from dogbooth.core.names import METRICS_PATH
 from dogbooth.core.paths import REPO_ROOT, state_dir
 from dogbooth.core.polling import poll
+from dogbooth.core.tools import env_executable
 from dogbooth.platforms import localserve, reload
 from dogbooth.platforms.serveclient import ServeClient
 from dogbooth.render.serveconfig import APP_NAME
@@ -154,8 +154,7 @@ def _check_ports(profile: Profile) -> None:
 
 
 def _ray_executable() -> str:
-    beside = Path(sys.executable).parent / "ray"
-    found = str(beside) if beside.exists() else shutil.which("ray")
+    found = env_executable("ray")
     if not found:
         raise BringUpError("the `ray` command is missing; install the project (`pip install -e .`)")
     return found

@@ -14,9 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import subprocess
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from typing import Any
 import requests
 
 from dogbooth.commands.reliability import ReliabilityError
+from dogbooth.core.tools import env_executable
 
 log = logging.getLogger("dogbooth.commands.reliability")
 
@@ -55,8 +54,7 @@ class OpenApiResult:
 
 
 def _schemathesis() -> str:
-    beside = Path(sys.executable).parent / "schemathesis"
-    found = str(beside) if beside.exists() else shutil.which("schemathesis")
+    found = env_executable("schemathesis")
     if not found:
         raise ReliabilityError("the `schemathesis` command is missing; install the project's dev extras")
     return found
