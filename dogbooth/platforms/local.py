@@ -160,16 +160,8 @@ def _ray_executable() -> str:
     return found
 
 
-def start_head(profile: Profile, source_root: Path) -> LocalState:
-    """Start a Ray head in its own session; return once the dashboard answers.
-
-    Not `--block`: that mode tears the whole head down when any helper process exits, and Ray's
-    client server does exit when node registration is slow on a loaded machine. Without it the
-    head's processes outlive `ray start` in our session, which is how `stop` finds them.
-    """
-    _check_ports(profile)
-    temp_dir = f"/tmp/dogbooth-ray-{os.getuid()}-{profile.ray.gcs_port}"  # short: socket paths are capped
-    token = secrets.token_hex(16)
+def _ray_start(profile: Profile, source_root: Path, temp_dir: str, token: str) -> tuple[subprocess.Popen[bytes], Path]:
+    """Run `ray start --head` for the profile in a session of its own; its output goes to the returned log."""
     argv = [
         _ray_executable(), "start", "--head", "--disable-usage-stats",
         f"--port={profile.ray.gcs_port}", "--node-ip-address=127.0.0.1",
@@ -203,6 +195,20 @@ def start_head(profile: Profile, source_root: Path) -> LocalState:
         proc = subprocess.Popen(
             argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=source_root, start_new_session=True
         )
+    return proc, log_path
+
+
+def start_head(profile: Profile, source_root: Path) -> LocalState:
+    """Start a Ray head in its own session; return once the dashboard answers.
+
+    Not `--block`: that mode tears the whole head down when any helper process exits, and Ray's
+    client server does exit when node registration is slow on a loaded machine. Without it the
+    head's processes outlive `ray start` in our session, which is how `stop` finds them.
+    """
+    _check_ports(profile)
+    temp_dir = f"/tmp/dogbooth-ray-{os.getuid()}-{profile.ray.gcs_port}"  # short: socket paths are capped
+    token = secrets.token_hex(16)
+    proc, log_path = _ray_start(profile, source_root, temp_dir, token)
     state = LocalState(
         profile=profile.name, pid=proc.pid, sid=proc.pid, temp_dir=temp_dir,
         dashboard_url=f"http://127.0.0.1:{profile.ray.dashboard_port}", token=token,
