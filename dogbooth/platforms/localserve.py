@@ -18,7 +18,7 @@ import requests
 
 from dogbooth.core.errors import BringUpError
 from dogbooth.core.polling import poll
-from dogbooth.platforms.serveclient import ServeClient
+from dogbooth.platforms.serveclient import ServeClient, read_readyz
 from dogbooth.render.serveconfig import APP_NAME, serve_config
 from dogbooth.settings.profiles import Profile
 from services import hotswap
@@ -145,15 +145,9 @@ def wait_serving(
 
     def serving() -> dict[str, Any] | None:
         failed()
-        try:
-            r = requests.get(f"{endpoint_base}/readyz", timeout=5)
-        except requests.RequestException as e:
-            last[0] = type(e).__name__
+        body, last[0] = read_readyz(endpoint_base)
+        if body is None:
             return None
-        if not r.ok:
-            last[0] = f"{r.status_code} {r.text[:200]}"
-            return None
-        body: dict[str, Any] = r.json()
         swap = body.get("reload") or {}
         if in_process and body.get("revision") != revision and swap.get("wanted") == revision and swap.get("error"):
             raise ReloadFailed(f"revision {revision} did not load: {swap['error']}")

@@ -36,7 +36,7 @@ import requests
 from dogbooth.core.errors import BringUpError, DogboothError
 from dogbooth.core.names import DASHBOARD_PORT, SERVE_PORT
 from dogbooth.core.polling import poll
-from dogbooth.platforms.serveclient import ServeClient
+from dogbooth.platforms.serveclient import ServeClient, read_readyz
 from dogbooth.render.serveconfig import APP_NAME, REVISION_ENV
 from services.revision import SERVICES_DIR, code_revision
 
@@ -159,15 +159,10 @@ def served_revisions(serve_url: str, samples: int, *, timeout_s: float = 60) -> 
 
     def sampled() -> bool | None:
         while len(seen) < samples:
-            try:
-                r = requests.get(f"{serve_url}/readyz", timeout=5)
-            except requests.RequestException as e:
-                last[0] = type(e).__name__
+            body, last[0] = read_readyz(serve_url)
+            if body is None:
                 return None
-            if not r.ok:
-                last[0] = f"{r.status_code} {r.text[:200]}"
-                return None
-            seen.append(str(r.json().get("revision")))
+            seen.append(str(body.get("revision")))
         return True
 
     poll(f"{serve_url}/readyz", sampled, timeout_s=timeout_s, interval_s=0.5, on_timeout=lambda: f"  - last: {last[0]}")

@@ -87,17 +87,21 @@ class ServeClient:
         seen = ["no answer"]
 
         def ready() -> bool | None:
-            try:
-                r = requests.get(f"{endpoint_base}/readyz", timeout=5)
-                if r.ok and (revision is None or r.json().get("revision") == revision):
-                    return True
-                seen[0] = f"{r.status_code} {r.text[:200]}"
-            except requests.RequestException as e:
-                seen[0] = type(e).__name__
-            return None
+            body, seen[0] = read_readyz(endpoint_base)
+            return True if body is not None and (revision is None or body.get("revision") == revision) else None
 
         poll(f"{endpoint_base}/readyz to be ready (revision {revision})", ready, timeout_s=timeout_s, interval_s=0.3,
              on_timeout=lambda: f"  - last: {seen[0]}")  # fmt: skip
+
+
+def read_readyz(endpoint_base: str) -> tuple[dict[str, Any] | None, str]:
+    """One GET of `/readyz`: its body when 200 (else None), and what answered, for a timeout's message."""
+    try:
+        r = requests.get(f"{endpoint_base}/readyz", timeout=5)
+    except requests.RequestException as e:
+        return None, type(e).__name__
+    answered = f"{r.status_code} {r.text[:200]}"
+    return (r.json(), answered) if r.ok else (None, answered)
 
 
 def _deployment_messages(app: dict[str, Any]) -> str:
