@@ -64,10 +64,7 @@ def case_for(name: str, opts: BenchOptions) -> Case:
 def bench_profile(case: Case, opts: BenchOptions | None = None, shape: Shape | None = None) -> Profile:
     """The `local` profile (the thing being tuned), on free ports, asked for `case`'s image by default,
     with latency-bounded admission off, at `shape` and on `opts.device`."""
-    data = profiles.load("local").model_dump()
-    data["name"] = "bench"
-    data["ray"].update(gcs_port=local._free_port(), dashboard_port=local._free_port(), metrics_port=local._free_port())
-    data["serve"]["http_port"] = local._free_port()
+    data = local.on_free_ports(profiles.load("local"), "bench").model_dump()
     app, deployment = data["serve"]["app"], data["serve"]["deployment"]
     app["model"] = case.model
     app["defaults"].update(width=case.side, height=case.side, steps=case.steps)

@@ -13,14 +13,12 @@ import contextlib
 import functools
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import requests
 import yaml
@@ -42,18 +40,9 @@ def timings_table(phases: dict[str, float]) -> str:
     return "\n".join([*lines, f"{'total':<{width}}  {sum(phases.values()):6.2f} s"])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def private_profile(profile: Profile, directory: Path, name: str) -> Path:
     """`profile` as a file on free ports, named `name`, for a stack that collides with nothing."""
-    data: dict[str, Any] = {**profile.model_dump(mode="json"), "name": name}
-    for key in local.profile_ports(profile):  # "ray.gcs_port", ...: every port a local stack binds
-        section, field = key.split(".")
-        data[section][field] = _free_port()
+    data = local.on_free_ports(profile, name).model_dump(mode="json")
     path = directory / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path

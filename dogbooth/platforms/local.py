@@ -120,7 +120,7 @@ def port_owner(port: int, host: str = "127.0.0.1") -> str | None:
     return "another process"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -134,6 +134,17 @@ def profile_ports(profile: Profile) -> dict[str, int]:
         "ray.dashboard_port": profile.ray.dashboard_port,
         "ray.metrics_port": profile.ray.metrics_port,
     }
+
+
+def on_free_ports(profile: Profile, name: str) -> Profile:
+    """`profile` renamed, with every host port a local stack binds (`profile_ports`) moved to a free one:
+    a stack that collides with nothing, such as a developer's own `up`."""
+    data = profile.model_dump()
+    data["name"] = name
+    for key in profile_ports(profile):
+        section, field = key.split(".")
+        data[section][field] = free_port()
+    return Profile.model_validate(data)
 
 
 def busy_ports(profile: Profile) -> list[str]:
@@ -168,7 +179,7 @@ def _ray_start(profile: Profile, source_root: Path, temp_dir: str, token: str) -
         "--include-dashboard=true", "--dashboard-host=127.0.0.1",
         f"--dashboard-port={profile.ray.dashboard_port}", f"--temp-dir={temp_dir}",
         # Fixed defaults (10001, 52365) would collide with a second Ray on this machine.
-        f"--ray-client-server-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
+        f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
         # What local never uses, each a process that competes for the cores while the head starts: the
         # autoscaler's monitor, and the log monitor (it streams worker logs to drivers; Serve's stay in files).
         "--no-monitor", "--include-log-monitor=false",

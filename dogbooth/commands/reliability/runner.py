@@ -12,7 +12,6 @@ import logging
 import os
 import secrets
 import shutil
-import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -83,12 +82,6 @@ class Run:
         return self.profile.serve.request_timeout_s
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # serve.app overrides of the fuzzing deployment: every request the fuzzer can make that passes
 # validation costs at most a 2-step 64 px image. Without them a fuzzed 512 px, 50-step request takes
 # minutes on a CPU, and 1000 cases would take hours. Limits are checked by the same code either way.
@@ -102,13 +95,7 @@ def reliability_profile(profile: Profile) -> Profile:
     """`profile` renamed and on free ports, otherwise as it is: the queue bounds and timeouts under test."""
     if profile.platform != "local":
         raise ReliabilityError(f"reliability runs on a local profile; {profile.name} is platform {profile.platform}")
-    data = profile.model_dump()
-    data["name"] = f"reliability-{profile.name}"
-    data["ray"].update(gcs_port=_free_port(), dashboard_port=_free_port())
-    if "metrics_port" in data["ray"]:  # Ray's metrics exporter: a fixed port would collide with `up`'s
-        data["ray"]["metrics_port"] = _free_port()
-    data["serve"]["http_port"] = _free_port()
-    return Profile.model_validate(data)
+    return local.on_free_ports(profile, f"reliability-{profile.name}")
 
 
 def fuzz_profile(profile: Profile) -> Profile:
